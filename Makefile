@@ -1,0 +1,50 @@
+# kinkd: the README's two commands are `make demo` and `make test`.
+# Both install what is missing (apt packages with sudo when not root, a .venv
+# with the Python dependencies) and work on a fresh Debian/Ubuntu machine.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+PYTEST_ARGS ?=
+
+APT_PACKAGES := krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc python3-dev python3-venv \
+	podman runc debootstrap tshark nftables iproute2 \
+	strongswan-charon strongswan-swanctl libcharon-extra-plugins
+
+.PHONY: demo test deps apt venv lint bench clean
+
+demo: deps
+	$(PY) scripts/demo.py
+
+test: deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+deps: apt venv
+
+# Install the Debian packages that are missing (nothing to do when all are there).
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || echo $$p; \
+	  done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  echo "wireshark-common wireshark-common/install-setuid boolean false" | $(SUDO) debconf-set-selections; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

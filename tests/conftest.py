@@ -1,0 +1,44 @@
+"""Shared fixtures: the MIT test realm (session-scoped) and a per-test Kerberos environment."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from tests import realm as realmlib
+
+KRB5_VARS = ("KRB5_CONFIG", "KRB5_KDC_PROFILE", "KRB5CCNAME", "KRB5RCACHEDIR", "KRB5_KTNAME",
+             "KRB5_CLIENT_KTNAME")
+
+
+@pytest.fixture(scope="session")
+def realm(tmp_path_factory):
+    """A native MIT realm: KDC on a free loopback port, hosts host1/host2, users alice/bob."""
+    if shutil.which("krb5kdc") is None and not os.path.exists("/usr/sbin/krb5kdc"):
+        pytest.fail("krb5kdc missing: install the Debian package krb5-kdc (make test does)")
+    d = tmp_path_factory.mktemp("realm")
+    r = realmlib.up(d)
+    try:
+        yield r
+    finally:
+        realmlib.down(r)
+
+
+@pytest.fixture
+def krb5_env(realm, monkeypatch, tmp_path):
+    """Point this process's Kerberos libraries at the realm, for this test only.
+
+    Each test gets its own credential cache and replay-cache directory; the
+    previous values of the KRB5* variables are restored afterwards.
+    """
+    for k in KRB5_VARS:
+        monkeypatch.delenv(k, raising=False)
+    rc = tmp_path / "rcache"
+    rc.mkdir()
+    monkeypatch.setenv("KRB5_CONFIG", realm.env["KRB5_CONFIG"])
+    monkeypatch.setenv("KRB5CCNAME", f"FILE:{tmp_path}/ccache")
+    monkeypatch.setenv("KRB5RCACHEDIR", str(rc))
+    return {k: os.environ[k] for k in ("KRB5_CONFIG", "KRB5CCNAME", "KRB5RCACHEDIR")}
+
