@@ -19,7 +19,7 @@ as racoon2 sends SA Life Duration).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .doi import IpsecAttr, enum_name
@@ -108,8 +108,31 @@ class Attribute:
         return f"Attribute({enum_name(IpsecAttr, self.type)}={vs} {form})"
 
 
-def encode_attributes(attrs: Iterable[Attribute]) -> bytes:
+# one precompiled Struct per count of all-TV attribute lists (fast path)
+_TV_STRUCTS = tuple(struct.Struct(">" + "HH" * n) for n in range(MAX_ATTRIBUTES + 1))
+
+
+def encode_attributes(attrs: Sequence[Attribute]) -> bytes:
     """Encode attributes back to back (no padding, RFC 2408 §3.6)."""
+    words: list[int] = []
+    ext = words.extend
+    for a in attrs:
+        t = a.type
+        v = a.value
+        if not isinstance(v, int) or t < 0:
+            break
+        ext((t + 0x8000, v))  # t > 0x7FFF or v out of range -> struct.error below
+    else:
+        n = len(attrs)
+        if n <= MAX_ATTRIBUTES:
+            try:
+                return _TV_STRUCTS[n].pack(*words)
+            except struct.error:
+                pass  # fall through to the checking path for a precise error
+    return _encode_attributes_slow(attrs)
+
+
+def _encode_attributes_slow(attrs: Iterable[Attribute]) -> bytes:
     out = []
     append = out.append
     for a in attrs:
@@ -134,6 +157,10 @@ def decode_attributes(data: bytes, off: int = 0, end: int | None = None) -> list
     """Decode the attributes in ``data[off:end]``; they must fill it exactly."""
     if end is None:
         end = len(data)
+    n = end - off
+    if not n & 3 and n <= 4 * MAX_ATTRIBUTES and (not n or min(data[off:end:4]) >= 0x80):
+        # fast path: only TV attributes (every first octet has the AF bit)
+        return [Attribute(w & 0x7FFF, v) for w, v in _HH.iter_unpack(data[off:end])]
     attrs: list[Attribute] = []
     append = attrs.append
     count = 0
