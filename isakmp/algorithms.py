@@ -23,7 +23,9 @@ to answer with) for unknown or unsupported combinations.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from isakmp.doi import AhTransformId, AuthAlgorithm, EspTransformId, NotifyType
 from isakmp.errors import AttributesNotSupported
@@ -191,15 +193,22 @@ def _build_integrity() -> dict[int, IntegritySpec]:
     return {int(s.auth_algorithm): s for s in specs}
 
 
-_CIPHERS = _build_ciphers()
-_INTEGRITY = _build_integrity()
-_INTEGRITY_BY_AH = {int(s.ah_transform_id): s for s in _INTEGRITY.values()}
+# Read-only lookup tables (built once at import, never mutated).
+_CIPHERS: Mapping[tuple[int, int], CipherSpec] = MappingProxyType(_build_ciphers())
+_INTEGRITY: Mapping[int, IntegritySpec] = MappingProxyType(_build_integrity())
+_INTEGRITY_BY_AH: Mapping[int, IntegritySpec] = MappingProxyType(
+    {int(s.ah_transform_id): s for s in _INTEGRITY.values()}
+)
 _VARIABLE = frozenset(tid for (tid, _), s in _CIPHERS.items() if s.variable_key_length)
-_FIXED = {tid: s for (tid, _), s in _CIPHERS.items() if not s.variable_key_length}
-_KEYWORDS: dict[str, CipherSpec | IntegritySpec] = {
-    **{s.keyword: s for s in _CIPHERS.values()},
-    **{s.keyword: s for s in _INTEGRITY.values() if not s.salt_bytes},
-}
+_FIXED: Mapping[int, CipherSpec] = MappingProxyType(
+    {tid: s for (tid, _), s in _CIPHERS.items() if not s.variable_key_length}
+)
+_KEYWORDS: Mapping[str, CipherSpec | IntegritySpec] = MappingProxyType(
+    {
+        **{s.keyword: s for s in _CIPHERS.values()},
+        **{s.keyword: s for s in _INTEGRITY.values() if not s.salt_bytes},
+    }
+)
 
 
 def _name(enum_cls: type, value: int) -> str:

@@ -402,3 +402,56 @@ def test_lookup_errors_are_typed():
     with pytest.raises(alg.UnsupportedAlgorithm) as ei:
         alg.ah_integrity_spec(AhTransformId.AH_DES)
     assert ei.value.notify == NotifyType.INVALID_TRANSFORM_ID
+
+
+# --- plugin interface ----------------------------------------------------------------------
+
+
+def test_plugin_protocols_structural():
+    from dataclasses import dataclass
+
+    from isakmp.plugin import (
+        AuthenticatedPeer,
+        KeyExchangePlugin,
+        PayloadFraming,
+        PluginCapabilities,
+    )
+
+    class Framing:
+        def frame(self, first_payload, chain):
+            return bytes([first_payload]) + chain
+
+        def unframe(self, data):
+            return data[0], data[1:]
+
+    @dataclass
+    class Peer:
+        peer: object
+        peer_name: str
+        keys: KeySource
+
+    @dataclass
+    class Plugin:
+        name: str
+        capabilities: PluginCapabilities
+        framing: PayloadFraming
+
+    src = StaticKeySource(SESSION_128, aes_sha1_prf_literal)
+    peer = Peer(("192.0.2.1", "host/b@R"), "host/b@R", src)
+    plug = Plugin(
+        "kink", PluginCapabilities(optimistic_two_way=True, hash_payloads=False), Framing()
+    )
+    assert isinstance(plug.framing, PayloadFraming)
+    assert isinstance(peer, AuthenticatedPeer)
+    assert isinstance(plug, KeyExchangePlugin)
+    assert plug.framing.unframe(plug.framing.frame(1, b"abc")) == (1, b"abc")
+    km = derive(
+        peer.keys.prf,
+        peer.keys.skeyid_d,
+        ProtocolId.ESP,
+        EX_SPI,
+        NI_EX,
+        cipher=alg.cipher_spec(E.ESP_AES_CBC, 128),
+        integrity=alg.integrity_spec(AA.HMAC_SHA),
+    )
+    assert km.encryption.reveal_hex() == "0f6713a1103e53d8484f78afe8076e5d"
