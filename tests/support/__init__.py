@@ -1,0 +1,1 @@
+"""Reusable test-bed helpers (network namespaces, strongSwan peers, ...)."""
