@@ -45,7 +45,15 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Protocol, runtime_checkable
 
-from isakmp.algorithms import CipherSpec, IntegritySpec, cipher_spec, esp_keyword, integrity_spec
+from isakmp.algorithms import (
+    CipherSpec,
+    IntegritySpec,
+    UnsupportedAlgorithm,
+    ah_integrity_spec,
+    cipher_spec,
+    esp_keyword,
+    integrity_spec,
+)
 from isakmp.doi import (
     DEFAULT_LIFETIME_SECONDS,
     EncapsulationMode,
@@ -227,6 +235,41 @@ class Transform:
     integrity: IntegritySpec | None = None
     ipcomp: int | None = None  # IPCOMP Transform ID (protocol IPCOMP only)
     esn: bool = False  # extended sequence numbers (RFC 4304)
+
+    @classmethod
+    def negotiated(
+        cls,
+        protocol: ProtocolId | int,
+        transform_id: int,
+        key_length: int | None = None,
+        auth: int | None = None,
+    ) -> Transform:
+        """From the chosen Transform payload: Transform ID, Key Length and
+        Authentication Algorithm attributes (``isakmp.proposals.TransformParams``).
+
+        Raises ``UnsupportedAlgorithm`` (ATTRIBUTES-NOT-SUPPORTED /
+        INVALID-TRANSFORM-ID) for combinations that cannot be keyed: unknown
+        algorithms, AEAD with an authentication algorithm, ESP_NULL without
+        one, AH with a mismatching one.
+        """
+        proto = int(protocol)
+        if proto == ProtocolId.ESP:
+            cipher = cipher_spec(transform_id, key_length)
+            integrity = None if auth is None else integrity_spec(auth)
+            if cipher.aead and integrity is not None:
+                raise UnsupportedAlgorithm(f"{cipher.keyword} takes no authentication algorithm")
+            if integrity is not None and integrity.salt_bytes:
+                raise UnsupportedAlgorithm("AES-GMAC is not an ESP authentication algorithm")
+            if cipher.key_bits == 0 and integrity is None:
+                raise UnsupportedAlgorithm("ESP_NULL without authentication")
+            return cls(cipher=cipher, integrity=integrity)
+        if proto == ProtocolId.AH:
+            return cls(integrity=ah_integrity_spec(transform_id, auth))
+        if proto == ProtocolId.IPCOMP:
+            return cls(ipcomp=int(transform_id))
+        raise UnsupportedAlgorithm(
+            f"protocol {proto} carries no IPsec SA", notify=NotifyType.INVALID_PROTOCOL_ID
+        )
 
     @property
     def keyword(self) -> str:

@@ -674,3 +674,29 @@ SadbMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestSadbStateMachine = SadbMachine.TestCase
+
+
+def test_transform_from_negotiated_attributes():
+    from isakmp.algorithms import UnsupportedAlgorithm
+    from isakmp.doi import AhTransformId
+
+    t = Transform.negotiated(
+        ProtocolId.ESP, EspTransformId.ESP_AES_CBC, 128, AuthAlgorithm.HMAC_SHA
+    )
+    assert t == AES_SHA and t.keyword == "aes128-sha1"
+    assert Transform.negotiated(3, EspTransformId.ESP_AES_GCM_16, 256) == GCM
+    ah = Transform.negotiated(ProtocolId.AH, AhTransformId.AH_SHA2_256, None, 5)
+    assert ah.cipher is None and ah.keyword == "sha256"
+    assert Transform.negotiated(ProtocolId.IPCOMP, 2).keyword == "ipcomp2"
+    bad = [
+        (3, EspTransformId.ESP_AES_GCM_16, 128, AuthAlgorithm.HMAC_SHA),
+        (3, EspTransformId.ESP_NULL, None, None),
+        (3, EspTransformId.ESP_AES_CBC, 128, AuthAlgorithm.AES_128_GMAC),
+        (2, AhTransformId.AH_SHA, None, AuthAlgorithm.HMAC_MD5),
+        (1, 1, None, None),
+    ]
+    for args in bad:
+        with pytest.raises(UnsupportedAlgorithm):
+            Transform.negotiated(*args)
+    for t in (AES_SHA, GCM, ah, Transform.negotiated(3, EspTransformId.ESP_3DES, None, 1)):
+        assert Transform.from_dict(json.loads(json.dumps(t.to_dict()))) == t
