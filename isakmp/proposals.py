@@ -330,7 +330,7 @@ class Selection:
                     self.proposal_number,
                     c.protocol_id,
                     _spi_bytes(spis[c.protocol_id], c.protocol_id),
-                    [c.reply_transform],
+                    [_copy_transform(c.reply_transform)],
                 )
                 for c in self.chosen
             ]
@@ -363,6 +363,10 @@ class Selection:
             )
             for c in self.chosen
         ]
+
+
+def _copy_transform(t: Transform) -> Transform:
+    return Transform(t.number, t.transform_id, list(t.attributes))
 
 
 def _min_opt(a: int | None, b: int | None) -> int | None:
