@@ -138,6 +138,7 @@ def test_tshark_dissects_message(tmp_path):
     assert "isakmp" in protos
     bad = [n for n in fields if n.startswith("_ws.malformed") or n.startswith("_ws.expert")]
     assert not bad, {n: fields[n] for n in bad}
+    assert not [p for p in protos if p and p.startswith("_ws.")], protos
 
     def one(name: str) -> str:
         assert name in fields, f"{name} missing from tshark output"
