@@ -1,0 +1,153 @@
+"""The contract between the sans-I/O KINK engine and whoever drives it (daemon, tests, benches).
+
+The engine never reads a clock, opens a socket, sleeps or talks to the KDC. Every
+entry point takes the current time ``now`` (float POSIX seconds, the daemon's
+``time.time()`` plus any configured offset) and returns a list of *effects*:
+plain dataclasses the driver applies in order. Timers follow aioquic's model:
+after any call the driver asks :meth:`Engine.next_deadline` and calls
+:meth:`Engine.handle_timers` at (or after) that time.
+
+Kerberos credentials that need the KDC (service tickets, user-to-user tickets,
+our own TGT) are requested with :class:`FetchTicket` / :class:`FetchTGT`; the
+driver obtains them off the event loop (a worker thread) and hands the result
+back with :meth:`Engine.ticket_result` / :meth:`Engine.tgt_result`. The
+acceptor side (keytab keys, replay cache) is pure and runs inside the engine.
+
+Entry points of ``kinkd.engine.Engine`` (all return ``list[Effect]``):
+
+    receive(data: bytes, addr: Address, now)        a datagram from the network
+    initiate(peer, child=None, now, *, user=None)   CREATE the child SA(s) of a peer
+    delete(peer, child=None, now)                   DELETE the SAs of a peer/child
+    status(peer, now)                               STATUS probe (liveness + epoch)
+    ticket_result(request_id, ticket, error, now)   answer to FetchTicket
+    tgt_result(request_id, tgt, error, now)         answer to FetchTGT
+    acquire(selector: AcquireRequest, now)          kernel ACQUIRE (start = "trap")
+    kernel_expire(spi, hard: bool, now)             kernel EXPIRE notification
+    handle_timers(now)                              timers that are due
+    reconfigure(config, now)                        SIGHUP: new policy, keep unchanged SAs
+    shutdown(now, delete_sas: bool)                 orderly stop
+
+plus ``next_deadline() -> float | None``, ``stats`` (a :class:`Counters`),
+``sas()`` (SA records), ``peer_states()`` and ``export_state()`` /
+``import_state()`` for the state file.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+Address = tuple[str, int]  # (ip literal, port)
+
+
+# --- effects the driver must apply -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``data`` as one UDP datagram to ``addr`` (from ``local`` if given)."""
+
+    data: bytes
+    addr: Address
+    local: Address | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchTicket:
+    """Obtain a service ticket for ``server`` and call ``ticket_result(request_id, ...)``.
+
+    ``user`` is None for the daemon's own identity (keytab), else an opaque
+    handle naming the user credentials (kinit-then-connect) as given to
+    ``initiate(..., user=...)``. ``force_new`` asks for a fresh ticket (after
+    KRB_AP_ERR_TKT_EXPIRED). ``u2u_tgt`` is the peer's TGT (DER Ticket) when a
+    user-to-user ticket is needed.
+    """
+
+    request_id: int
+    server: str
+    user: Any = None
+    force_new: bool = False
+    u2u_tgt: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchTGT:
+    """Obtain our own TGT (ticket + session key) and call ``tgt_result(request_id, ...)``."""
+
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstallSA:
+    """Hand one SA (one direction) to the backend. ``sa`` is an ``isakmp.sadb.SARecord``."""
+
+    sa: Any
+    direction: str  # "in" | "out"
+    replace: bool = False  # True: update an SA already installed with the same SPI
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveSA:
+    """Remove one SA direction from the backend."""
+
+    sa: Any
+    direction: str  # "in" | "out"
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """SA or epoch state changed: the driver persists ``export_state()`` (debounced)."""
+
+
+class EventKind(StrEnum):
+    NEGOTIATION_STARTED = "negotiation-started"
+    SA_ESTABLISHED = "sa-established"
+    SA_REKEYED = "sa-rekeyed"
+    SA_DELETED = "sa-deleted"
+    NEGOTIATION_FAILED = "negotiation-failed"
+    PEER_REBOOTED = "peer-rebooted"
+    PEER_DEAD = "peer-dead"
+    PEER_ALIVE = "peer-alive"
+    CLOCK_SKEW_CORRECTED = "clock-skew-corrected"
+    REQUEST_REFUSED = "request-refused"  # we refused a peer's command (policy, proposal ...)
+    NOTIFY_RECEIVED = "notify-received"
+    DELETE_DONE = "delete-done"
+    STATUS_DONE = "status-done"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something an operator (log line), a waiting ``kinkctl`` or a metric wants to know.
+
+    ``fields`` never contains key material: SPIs, transform names, principals,
+    reasons. ``message`` is a one-line human description.
+    """
+
+    kind: EventKind
+    peer: str | None
+    child: str | None = None
+    message: str = ""
+    level: str = "info"  # "debug" | "info" | "warning" | "error"
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+Effect = Send | FetchTicket | FetchTGT | InstallSA | RemoveSA | StateChanged | Event
+
+
+# --- counters ----------------------------------------------------------------------------
+
+
+class Counters(Counter):
+    """Monotonic counters, keyed by dotted names with an optional label.
+
+    Names used by the engine (the daemon exports them as Prometheus metrics):
+    ``rx.datagrams``, ``tx.datagrams``, ``dropped.<reason>``,
+    ``negotiations.started``, ``negotiations.succeeded``, ``negotiations.failed.<reason>``,
+    ``retransmissions``, ``reply_cache.hits``, ``kdc.requests``, ``errors.sent.<code>``,
+    ``sas.installed``, ``sas.deleted``, ``rekeys``, ``dpd.probes``, ``peers.rebooted``.
+    """
+
+    def inc(self, name: str, n: int = 1) -> None:
+        self[name] += n
