@@ -6,10 +6,27 @@ Public codec API::
     decode_payloads(first_type, data) -> list
     encode_payloads(payloads) -> (first_type, bytes)
 
+Also re-exported: the proposal policy (proposals), algorithm catalogue
+(algorithms), KEYMAT (keymat), plugin interfaces (plugin) and the SA database
+(sadb; its ``Transform`` is exported as ``SaTransform`` to keep ``Transform``
+the payload class).
+
 This package never imports kinkd, asyncio, sockets or logging handlers and has
 no global mutable state.
 """
 
+from .algorithms import (
+    CipherSpec,
+    IntegritySpec,
+    UnsupportedAlgorithm,
+    ah_integrity_spec,
+    all_cipher_specs,
+    all_integrity_specs,
+    cipher_spec,
+    esp_keyword,
+    integrity_spec,
+    parse_keyword,
+)
 from .attributes import (
     MAX_ATTRIBUTES,
     Attribute,
@@ -64,6 +81,17 @@ from .errors import (
     SituationNotSupported,
     UnequalPayloadLengths,
 )
+from .keymat import (
+    MAX_KEYMAT_BYTES,
+    KeyMaterial,
+    Prf,
+    derive,
+    expand,
+    hmac_prf,
+    keymat_length,
+    seed,
+    split,
+)
 from .message import Message
 from .payloads import (
     MAX_PAYLOADS,
@@ -89,6 +117,56 @@ from .payloads import (
     decode_payloads,
     encode_payloads,
     payload_class,
+)
+from .plugin import (
+    AuthenticatedPeer,
+    KeyExchangePlugin,
+    KeySource,
+    PayloadFraming,
+    PluginCapabilities,
+    StaticKeySource,
+)
+from .proposals import (
+    ChosenTransform,
+    Policy,
+    ProtocolPolicy,
+    Selection,
+    SuitePolicy,
+    TransformParams,
+    TransformSpec,
+    build_offer,
+    is_optimistic,
+    optimistic_proposals,
+    parse_proposal,
+    parse_proposals,
+    parse_transform,
+    select,
+    validate_answer,
+)
+from .sadb import (
+    CPI_MAX,
+    SADB,
+    SPI_MAX,
+    SPI_MIN,
+    STATE_VERSION,
+    AcquireRequest,
+    AcquireSource,
+    DuplicateSpi,
+    ExpiryEvent,
+    ExpiryKind,
+    Lifetime,
+    PolicyBackend,
+    RandomSource,
+    SABackend,
+    SadbError,
+    SadbFull,
+    SARecord,
+    SAState,
+    UnknownSA,
+    randomized_lifetime,
+)
+from .sadb import (
+    Transform as SaTransform,
 )
 from .secret import Secret
 
@@ -170,4 +248,70 @@ __all__ = [
     "UnequalPayloadLengths",
     # misc
     "Secret",
+    # proposals
+    "TransformSpec",
+    "ProtocolPolicy",
+    "SuitePolicy",
+    "Policy",
+    "TransformParams",
+    "ChosenTransform",
+    "Selection",
+    "parse_transform",
+    "build_offer",
+    "select",
+    "validate_answer",
+    "is_optimistic",
+    "optimistic_proposals",
+    "parse_proposal",
+    "parse_proposals",
+    # algorithms
+    "CipherSpec",
+    "IntegritySpec",
+    "UnsupportedAlgorithm",
+    "ah_integrity_spec",
+    "all_cipher_specs",
+    "all_integrity_specs",
+    "cipher_spec",
+    "esp_keyword",
+    "integrity_spec",
+    "parse_keyword",
+    # keymat
+    "MAX_KEYMAT_BYTES",
+    "KeyMaterial",
+    "Prf",
+    "derive",
+    "expand",
+    "hmac_prf",
+    "keymat_length",
+    "seed",
+    "split",
+    # plugin
+    "AuthenticatedPeer",
+    "KeyExchangePlugin",
+    "KeySource",
+    "PayloadFraming",
+    "PluginCapabilities",
+    "StaticKeySource",
+    # sadb
+    "SPI_MIN",
+    "SPI_MAX",
+    "CPI_MAX",
+    "STATE_VERSION",
+    "AcquireRequest",
+    "AcquireSource",
+    "DuplicateSpi",
+    "ExpiryEvent",
+    "ExpiryKind",
+    "Lifetime",
+    "PolicyBackend",
+    "RandomSource",
+    "SABackend",
+    "SADB",
+    "SARecord",
+    "SAState",
+    "SadbError",
+    "SadbFull",
+    "UnknownSA",
+    "randomized_lifetime",
+    "SaTransform",
 ]
