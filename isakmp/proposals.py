@@ -39,7 +39,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .attributes import Attribute
+from .attributes import Attribute, encode_attributes
 from .doi import (
     DEFAULT_LIFETIME_SECONDS,
     AhTransformId,
@@ -351,8 +351,6 @@ class Selection:
     ) -> list[Notification]:
         """RESPONDER-LIFETIME notifies (RFC 2407 §4.6.3.1), one per protocol,
         SPI = our inbound SPI, data = the effective lifetime attributes."""
-        from .attributes import encode_attributes
-
         data = encode_attributes(self.lifetime_attributes())
         return [
             Notification(
