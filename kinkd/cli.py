@@ -3,41 +3,247 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import time
 
 from kinkd import __version__
+
+DEFAULT_SOCKET = "/run/kinkd/control.sock"
+
+
+# --- kinkd -----------------------------------------------------------------------------
 
 
 def _kinkd_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kinkd",
-        description="KINK (RFC 4430) key negotiation daemon: IPsec SAs keyed by Kerberos.",
+        description="KINK (RFC 4430) key negotiation daemon: IPsec SAs keyed by Kerberos. "
+                    "Runs in the foreground (systemd style) until SIGTERM/SIGINT; SIGHUP reloads.",
     )
     p.add_argument("--version", action="version", version=f"kinkd {__version__}")
-    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
-    p.add_argument("--check-config", metavar="FILE", help="validate FILE and exit")
+    p.add_argument("--config", "-c", metavar="FILE", help="TOML configuration file")
+    p.add_argument("--check-config", metavar="FILE", help="validate FILE and exit (0 = valid)")
+    p.add_argument("--log-format", choices=["text", "json"], help="override daemon.log_format")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                   help="override daemon.log_level")
     return p
+
+
+def kinkd_main(argv: list[str] | None = None) -> int:
+    from kinkd import config as cfgmod
+
+    parser = _kinkd_parser()
+    args = parser.parse_args(argv)
+    if args.check_config:
+        try:
+            c = cfgmod.load(args.check_config)
+        except cfgmod.ConfigError as e:
+            print(f"kinkd: {e}", file=sys.stderr)
+            return 1
+        n = sum(len(p.children) for p in c.peers)
+        print(f"{args.check_config}: OK ({len(c.peers)} peers, {n} children)")
+        return 0
+    if not args.config:
+        parser.print_help()
+        return 0
+    try:
+        c = cfgmod.load(args.config)
+    except cfgmod.ConfigError as e:
+        print(f"kinkd: {e}", file=sys.stderr)
+        return 1
+    from dataclasses import replace
+
+    if args.log_format or args.log_level:
+        c = replace(c, daemon=replace(c.daemon, log_format=args.log_format or c.daemon.log_format,
+                                      log_level=args.log_level or c.daemon.log_level))
+    import asyncio
+
+    from kinkd import daemon, logs
+
+    logs.setup(c.daemon.log_level, c.daemon.log_format)
+    return asyncio.run(daemon.run(c, os.path.abspath(args.config)))
+
+
+# --- kinkctl ---------------------------------------------------------------------------
 
 
 def _kinkctl_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kinkctl", description="Control and inspect a running kinkd.")
     p.add_argument("--version", action="version", version=f"kinkctl {__version__}")
-    p.add_argument("--socket", metavar="PATH", help="control socket of the daemon")
+    p.add_argument("--socket", "-s", metavar="PATH",
+                   help=f"control socket of the daemon (default: $KINKD_SOCKET or {DEFAULT_SOCKET})")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+
+    def add(name, help_):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+        return sp
+
+    add("status", "daemon, identity, ticket expiry, peers and counters")
+    sas = add("sas", "list the SAs")
+    sas.add_argument("--show-keys", action="store_true", help="include keys (root only)")
+    add("peers", "list the configured peers and their state")
+    add("stats", "counters")
+    add("metrics", "Prometheus text exposition")
+    add("reload", "re-read the configuration file (like SIGHUP)")
+    up = add("up", "negotiate the SAs of PEER (or one CHILD of it)")
+    up.add_argument("target", metavar="PEER[/CHILD]")
+    up.add_argument("--no-wait", action="store_true", help="return at once")
+    up.add_argument("--as-user", action="store_true",
+                    help="use the caller's Kerberos ccache (kinit-then-connect)")
+    up.add_argument("--timeout", type=float, default=60.0)
+    down = add("down", "delete the SAs of PEER (or one CHILD of it) with the peer")
+    down.add_argument("target", metavar="PEER[/CHILD]")
+    down.add_argument("--no-wait", action="store_true")
+    dump = sub.add_parser("dump", help="decode KINK messages in pcap/pcapng captures",
+                          description="Decode KINK (RFC 4430) messages in pcap/pcapng files; "
+                                      "with keytabs, verify checksums, decrypt and derive SA keys.")
+    dump.add_argument("files", nargs="+", metavar="FILE")
+    dump.add_argument("--keytab", action="append", default=[], metavar="FILE")
+    dump.add_argument("--show-keys", action="store_true")
+    dump.add_argument("--json", action="store_true")
+    dump.add_argument("--port", type=int, default=910)
+    dump.add_argument("--prf", choices=["rfc3961", "library"], default="rfc3961",
+                      help="AES-SHA1 PRF reading used to derive keys (default rfc3961)")
     return p
 
 
-def kinkd_main(argv: list[str] | None = None) -> int:
-    args = _kinkd_parser().parse_args(argv)
-    if args.config is None and args.check_config is None:
-        _kinkd_parser().print_help()
-        return 0
-    print("kinkd: the daemon is not implemented yet in this version", file=sys.stderr)
-    return 2
+def _socket(args) -> str:
+    return args.socket or os.environ.get("KINKD_SOCKET") or DEFAULT_SOCKET
+
+
+def _fmt_time(t) -> str:
+    if t is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    cols = [header] + rows
+    widths = [max(len(str(r[i])) for r in cols) for i in range(len(header))]
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cols]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _split_target(t: str) -> tuple[str, str | None]:
+    peer, _, child = t.partition("/")
+    return peer, child or None
 
 
 def kinkctl_main(argv: list[str] | None = None) -> int:
-    _kinkctl_parser().parse_args(argv)
-    _kinkctl_parser().print_help()
+    parser = _kinkctl_parser()
+    args = parser.parse_args(argv)
+    if args.cmd is None:
+        parser.print_help()
+        return 0
+    if args.cmd == "dump":
+        from kinkd import dump
+
+        return dump.main(args)
+    from kinkd.control import ControlError, call
+
+    path = _socket(args)
+    try:
+        if args.cmd == "status":
+            r = call(path, "status")
+            if args.json:
+                return _json(r)
+            d, ident = r["daemon"], r["identity"]
+            print(f"kinkd {d['version']} pid {d['pid']} up {d['uptime']:.0f}s, backend {d['backend']}"
+                  + (f" ({d['kernel']})" if d.get("kernel") else "") + f", epoch {d['epoch']}")
+            print(f"identity {ident['principal']} (keytab {ident['keytab']}), ticket expires "
+                  f"{_fmt_time(ident.get('ticket_expiry'))}")
+            print(f"listening on {', '.join(d['listen'])}; {r['sas']} SAs")
+            print()
+            print(_peers_table(r["peers"]))
+            return 0
+        if args.cmd == "peers":
+            r = call(path, "peers")
+            if args.json:
+                return _json(r)
+            print(_peers_table(r["peers"]))
+            return 0
+        if args.cmd == "sas":
+            r = call(path, "sas", {"show_keys": args.show_keys})
+            if args.json:
+                return _json(r)
+            rows = [[s["peer"], s["child"], s["protocol"], s["spi_in"], s["spi_out"], s["transform"],
+                     s["mode"], s["state"], _fmt_time(s["established_at"]), _fmt_time(s["expires_at"])]
+                    for s in r["sas"]]
+            print(_table(rows, ["PEER", "CHILD", "PROTO", "SPI-IN", "SPI-OUT", "TRANSFORM", "MODE",
+                                "STATE", "ESTABLISHED", "EXPIRES"]))
+            if args.show_keys:
+                for s in r["sas"]:
+                    k = s.get("keys") or {}
+                    for direction in ("in", "out"):
+                        kd = k.get(direction) or {}
+                        print(f"{s['spi_' + direction]} {direction}: enc={kd.get('encryption') or '-'} "
+                              f"int={kd.get('integrity') or '-'}")
+            return 0
+        if args.cmd == "stats":
+            r = call(path, "stats")
+            if args.json:
+                return _json(r)
+            for k, v in sorted(r["counters"].items()):
+                print(f"{k:40} {v}")
+            return 0
+        if args.cmd == "metrics":
+            r = call(path, "metrics")
+            if args.json:
+                return _json(r)
+            sys.stdout.write(r["text"])
+            return 0
+        if args.cmd == "reload":
+            r = call(path, "reload")
+            if args.json:
+                return _json(r)
+            print("reloaded: " + ("; ".join(r["changes"]) or "no changes"))
+            return 0
+        if args.cmd == "up":
+            peer, child = _split_target(args.target)
+            req = {"peer": peer, "child": child, "wait": not args.no_wait, "timeout": args.timeout}
+            if args.as_user:
+                cc = os.environ.get("KRB5CCNAME") or f"FILE:/tmp/krb5cc_{os.getuid()}"
+                if cc.startswith("FILE:") or ":" not in cc:
+                    cc = "FILE:" + os.path.abspath(cc.removeprefix("FILE:"))
+                req.update(as_user=True, ccache=cc)
+            r = call(path, "up", req, timeout=args.timeout + 5)
+            if args.json:
+                return _json(r)
+            if args.no_wait:
+                print(f"negotiation started for {', '.join(r['started'])}")
+                return 0
+            for e in r["established"]:
+                print(f"{peer}/{e['child']}: established")
+            for s in r.get("sas", []):
+                print(f"  {s['protocol']} in {s['spi_in']} out {s['spi_out']} {s['transform']} {s['mode']}")
+            return 0
+        if args.cmd == "down":
+            peer, child = _split_target(args.target)
+            r = call(path, "down", {"peer": peer, "child": child, "wait": not args.no_wait})
+            if args.json:
+                return _json(r)
+            print(f"{args.target}: {r['deleted']} SAs deleted")
+            return 0
+    except ControlError as e:
+        print(f"kinkctl: {e}", file=sys.stderr)
+        return 1
+    parser.print_help()
+    return 2
+
+
+def _peers_table(peers: list[dict]) -> str:
+    rows = [[p["name"], p["address"], p["principal"], p["state"], str(p.get("epoch") or "-"),
+             str(p["sas"])] for p in peers]
+    return _table(rows, ["PEER", "ADDRESS", "PRINCIPAL", "STATE", "EPOCH", "SAS"])
+
+
+def _json(obj) -> int:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
     return 0
 
 

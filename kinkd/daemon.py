@@ -1,0 +1,682 @@
+"""kinkd: the asyncio daemon around the sans-I/O engine.
+
+The loop owns every edge the engine may not touch: UDP sockets (asyncio-dgram),
+the clock (``time.time()`` plus the test-only ``clock_offset``), one timer
+handle at ``engine.next_deadline()``, Kerberos credentials (fetched in worker
+threads so the loop never blocks on the KDC), the SA backend, the state file,
+the control socket, metrics, signals (SIGTERM/SIGINT: orderly stop; SIGHUP:
+reload) and logging of engine events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import asyncio_dgram
+
+from kinkd import __version__, control, metrics
+from kinkd import config as cfgmod
+from kinkd.backends.memory import MemoryBackend, read_state, write_state
+from kinkd.engine import api
+from kinkd.logs import log
+
+PERSIST_DELAY = 0.2
+MAX_RX_QUEUE = 4096
+KDC_WORKERS = 4
+
+
+@dataclass
+class UserCreds:
+    """Handle for kinit-then-connect: a user's ccache, named by the control client."""
+
+    uid: int
+    ccache: str
+    principal: str | None = None
+
+    def __hash__(self) -> int:
+        return hash((self.uid, self.ccache))
+
+
+class Daemon:
+    def __init__(self, config: cfgmod.Config, config_path: str | None = None):
+        self.config = config
+        self.config_path = config_path
+        self.started = time.time()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.streams: list[tuple[cfgmod.Endpoint, Any]] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at: float | None = None
+        self.persist_handle: asyncio.TimerHandle | None = None
+        self.executor = ThreadPoolExecutor(max_workers=KDC_WORKERS, thread_name_prefix="kdc")
+        self.kdc_latency = metrics.Histogram()
+        self.kdc_inflight = 0
+        self.waiters: dict[tuple[str, str | None], list[asyncio.Future]] = defaultdict(list)
+        self.down_waiters: dict[str, list[asyncio.Future]] = defaultdict(list)
+        self.user_creds: dict[tuple[int, str], Any] = {}
+        self.ticket_expiry: float | None = None
+        self.backend_name = config.daemon.backend
+        self.backend: Any = None
+        self.xfrm = None
+        self.engine = None
+        self.credentials = None
+        self.tasks: list[asyncio.Task] = []
+        self.control_server = None
+        self.metrics_server = None
+        self.kernel_note: str | None = None
+
+    # --- time ---------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return time.time() + self.config.daemon.clock_offset
+
+    # --- start-up -----------------------------------------------------------------------
+
+    def _build_engine(self):
+        from kinkd.engine import Engine
+        from kinkd.kerberos.acceptor import Acceptor
+        from kinkd.kerberos.credentials import Credentials
+        from kinkd.kerberos.keytab import KeytabKeys
+        from kinkd.kerberos.replay import ReplayCache
+
+        d = self.config.daemon
+        now = self.now()
+        keys = KeytabKeys.load(d.keytab, principal=d.principal) if d.keytab else None
+        replay = ReplayCache(skew=self.config.timers.clock_skew, start_time=now)
+        acceptor = Acceptor(keys, replay, skew=self.config.timers.clock_skew)
+        self.credentials = Credentials.from_keytab(d.principal, d.keytab, ccache=d.ccache)
+        self.epoch = int(now) & 0xFFFFFFFF
+        self.engine = Engine(self.config, acceptor=acceptor, epoch=self.epoch, now=now)
+        self.acceptor = acceptor
+
+    def _build_backend(self) -> None:
+        if self.backend_name == "xfrm":
+            from kinkd.backends.xfrm import XfrmBackend, probe_kernel
+
+            support = probe_kernel()
+            if not support.xfrm:
+                raise RuntimeError(f"backend xfrm unavailable: {support.reason}")
+            self.xfrm = XfrmBackend()
+            if not support.esp:
+                self.kernel_note = support.reason
+                log("warning", "backend", support.reason, backend="xfrm")
+        self.backend = MemoryBackend()
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        d = self.config.daemon
+        self._build_backend()
+        await self.loop.run_in_executor(None, self._build_engine)
+        previous = None
+        if d.state_file:
+            try:
+                previous = read_state(d.state_file)
+            except ValueError as e:
+                log("warning", "state", str(e))
+        for ep in d.listen:
+            stream = await asyncio_dgram.bind((ep.host, ep.port))
+            self.streams.append((ep, stream))
+            self.tasks.append(asyncio.create_task(self._rx_loop(ep, stream)))
+        self.control_server = await control.serve(d.control_socket, d.control_mode, self._control)
+        if d.metrics_listen:
+            self.metrics_server = await asyncio.start_server(
+                self._metrics_http, d.metrics_listen.host, d.metrics_listen.port)
+        if self.xfrm is not None:
+            self._start_xfrm()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(self.stop(s)))
+        self.loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        self.stopped = asyncio.Event()
+        log("info", "started", f"kinkd {__version__} running", principal=d.principal,
+            listen=",".join(str(e) for e in d.listen), backend=self.backend_name,
+            epoch=self.epoch, pid=os.getpid())
+        if previous:
+            self._after_restart(previous)
+        for peer in self.config.peers:
+            for child in peer.children:
+                if (child.start or peer.start) == "start":
+                    self._apply(self.engine.initiate(peer.name, child.name, self.now()))
+        self._persist_soon()
+
+    def _after_restart(self, previous: dict) -> None:
+        """We had SA state before a restart. Our epoch is new, so peers will drop the old
+        SAs; re-create the children we had initiated (the state file says which)."""
+        children = previous.get("initiated_children") or []
+        n = 0
+        for item in children:
+            peer, child = item.get("peer"), item.get("child")
+            p = self.config.peer(peer) if isinstance(peer, str) else None
+            if p is None or p.child(child) is None:
+                continue
+            if (p.child(child).start or p.start) == "start":
+                continue  # started anyway
+            self._apply(self.engine.initiate(peer, child, self.now()))
+            n += 1
+        log("info", "state-restored", "previous SA state found", file=self.config.daemon.state_file,
+            sas=len(previous.get("sadb", {}).get("sas", []) if isinstance(previous.get("sadb"), dict) else []),
+            renegotiating=n)
+
+    # --- datagrams ------------------------------------------------------------------------
+
+    async def _rx_loop(self, ep: cfgmod.Endpoint, stream) -> None:
+        local = (ep.host, ep.port)
+        q = stream._recvq
+        while True:
+            try:
+                data, addr = await stream.recv()
+            except asyncio_dgram.TransportClosed:
+                return
+            if q.qsize() > MAX_RX_QUEUE:  # bounded: shed load before doing any work
+                self.engine.stats.inc("dropped.overload")
+                continue
+            try:
+                effects = self.engine.receive(data, (addr[0], addr[1]), self.now(), local=local)
+            except Exception as e:  # noqa: BLE001 - the engine promises not to raise; never die
+                self.engine.stats.inc("dropped.internal-error")
+                log("error", "internal-error", f"engine.receive failed: {type(e).__name__}: {e}")
+                continue
+            self._apply(effects)
+
+    def _stream_for(self, addr: api.Address, local: api.Address | None):
+        fam6 = ":" in addr[0]
+        best = None
+        for ep, stream in self.streams:
+            if (":" in ep.host) != fam6:
+                continue
+            if local is not None and (ep.host, ep.port) == tuple(local):
+                return stream
+            if best is None:
+                best = stream
+        return best
+
+    # --- applying effects -----------------------------------------------------------------
+
+    def _apply(self, effects: list) -> None:
+        for e in effects:
+            t = type(e)
+            if t is api.Send:
+                stream = self._stream_for(e.addr, e.local)
+                if stream is None:
+                    self.engine.stats.inc("dropped.no-socket-for-family")
+                    continue
+                try:
+                    stream._transport.sendto(e.data, e.addr)
+                except OSError as err:
+                    self.engine.stats.inc("tx.errors")
+                    log("debug", "send-failed", str(err), dst=f"{e.addr[0]}:{e.addr[1]}")
+            elif t is api.InstallSA:
+                self.backend.install(e.sa, e.direction, e.replace)
+                if self.xfrm is not None and self.kernel_note is None:
+                    self._xfrm_install(e)
+            elif t is api.RemoveSA:
+                self.backend.remove(e.sa, e.direction)
+                if self.xfrm is not None and self.kernel_note is None:
+                    self._xfrm_remove(e)
+            elif t is api.FetchTicket:
+                self._fetch_ticket(e)
+            elif t is api.FetchTGT:
+                self._fetch_tgt(e)
+            elif t is api.StateChanged:
+                self._persist_soon()
+            elif t is api.Event:
+                self._event(e)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        at = self.engine.next_deadline()
+        if at == self.timer_at:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.timer_at = at
+        if at is not None:
+            delay = max(0.0, at - self.now())
+            self.timer = self.loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        self.timer_at = None
+        self._apply(self.engine.handle_timers(self.now()))
+
+    # --- Kerberos in worker threads ---------------------------------------------------------
+
+    def _creds_for(self, user: Any):
+        if user is None:
+            return self.credentials
+        from kinkd.kerberos.credentials import Credentials
+
+        key = (user.uid, user.ccache)
+        c = self.user_creds.get(key)
+        if c is None:
+            c = Credentials.from_ccache(user.ccache)
+            self.user_creds[key] = c
+        return c
+
+    def _fetch_ticket(self, e: api.FetchTicket) -> None:
+        creds = self._creds_for(e.user)
+        started = time.monotonic()
+        self.engine.stats.inc("kdc.requests")
+
+        def work():
+            if e.u2u_tgt is not None:
+                return creds.get_u2u_ticket(e.server, e.u2u_tgt)
+            return creds.get_service_ticket(e.server, force_new=e.force_new)
+
+        fut = self.loop.run_in_executor(self.executor, work)
+
+        def done(f: asyncio.Future) -> None:
+            self.kdc_latency.observe(time.monotonic() - started)
+            ticket, error = None, None
+            try:
+                ticket = f.result()
+            except Exception as err:  # noqa: BLE001 - every failure goes back to the engine
+                error = err
+                self.engine.stats.inc(f"kdc.failures.{type(err).__name__}")
+            if ticket is not None and e.user is None:
+                self.ticket_expiry = getattr(ticket, "endtime", None)
+            self._apply(self.engine.ticket_result(e.request_id, ticket, error, self.now()))
+
+        fut.add_done_callback(done)
+
+    def _fetch_tgt(self, e: api.FetchTGT) -> None:
+        fut = self.loop.run_in_executor(self.executor, self.credentials.get_tgt)
+
+        def done(f: asyncio.Future) -> None:
+            tgt, error = None, None
+            try:
+                tgt = f.result()
+            except Exception as err:  # noqa: BLE001
+                error = err
+            self._apply(self.engine.tgt_result(e.request_id, tgt, error, self.now()))
+
+        fut.add_done_callback(done)
+
+    # --- events -----------------------------------------------------------------------------
+
+    def _event(self, ev: api.Event) -> None:
+        fields = {"peer": ev.peer, "child": ev.child, **ev.fields}
+        log(ev.level, ev.kind.value, ev.message, **fields)
+        K = api.EventKind
+        if ev.kind in (K.SA_ESTABLISHED, K.NEGOTIATION_FAILED):
+            ok = ev.kind == K.SA_ESTABLISHED
+            for key in ((ev.peer, ev.child), (ev.peer, None)):
+                for fut in self.waiters.pop(key, []):
+                    if not fut.done():
+                        fut.set_result((ok, ev.message, ev.fields))
+        elif ev.kind in (K.DELETE_DONE,):
+            for fut in self.down_waiters.pop(ev.peer or "", []):
+                if not fut.done():
+                    fut.set_result(True)
+
+    # --- persistence ----------------------------------------------------------------------------
+
+    def _persist_soon(self) -> None:
+        if not self.config.daemon.state_file or self.persist_handle is not None:
+            return
+        self.persist_handle = self.loop.call_later(PERSIST_DELAY, self._persist)
+
+    def _persist(self) -> None:
+        self.persist_handle = None
+        state = self.engine.export_state(self.now())
+        state["initiated_children"] = sorted(
+            ({"peer": sa.peer, "child": sa.child} for sa in self.engine.sas() if sa.initiator),
+            key=lambda x: (x["peer"], x["child"]))
+        state["initiated_children"] = [dict(t) for t in {tuple(d.items()) for d in state["initiated_children"]}]
+        state["epoch"] = self.epoch
+        state["saved_at"] = self.now()
+        try:
+            write_state(self.config.daemon.state_file, state)
+        except OSError as e:
+            log("error", "state-write-failed", str(e), file=self.config.daemon.state_file)
+
+    # --- xfrm -----------------------------------------------------------------------------------
+
+    def _start_xfrm(self) -> None:
+        x = self.xfrm
+        for peer in self.config.peers:
+            for child in peer.children:
+                if (child.start or peer.start) == "trap":
+                    try:
+                        x.install_trap(peer, child, self._local_address_for(peer))
+                    except Exception as e:  # noqa: BLE001
+                        log("error", "trap-install-failed", str(e), peer=peer.name, child=child.name)
+        self.loop.add_reader(x.fileno(), self._xfrm_events)
+
+    def _local_address_for(self, peer: cfgmod.PeerConfig) -> str:
+        fam = socket.AF_INET6 if ":" in peer.address.host else socket.AF_INET
+        s = socket.socket(fam, socket.SOCK_DGRAM)
+        try:
+            s.connect((peer.address.host, peer.address.port))
+            return s.getsockname()[0]
+        except OSError:
+            return "::" if fam == socket.AF_INET6 else "0.0.0.0"
+        finally:
+            s.close()
+
+    def _xfrm_events(self) -> None:
+        try:
+            events = self.xfrm.read_events()
+        except Exception as e:  # noqa: BLE001
+            log("warning", "xfrm-read-failed", str(e))
+            return
+        for ev in events:
+            kind = type(ev).__name__
+            if kind == "AcquireRequest":
+                self._apply(self.engine.acquire(ev, self.now()))
+            elif kind == "ExpireEvent":
+                self._apply(self.engine.kernel_expire(ev.spi, ev.hard, self.now()))
+
+    def _xfrm_install(self, e: api.InstallSA) -> None:
+        try:
+            self.xfrm.install_sa(e.sa, e.direction, replace=e.replace)
+        except Exception as err:  # noqa: BLE001
+            log("error", "kernel-install-failed", str(err), peer=e.sa.peer, child=e.sa.child)
+
+    def _xfrm_remove(self, e: api.RemoveSA) -> None:
+        with contextlib.suppress(Exception):
+            self.xfrm.remove_sa(e.sa, e.direction)
+
+    # --- control ------------------------------------------------------------------------------
+
+    async def _control(self, cmd: str, args: dict, uid: int | None) -> Any:
+        handler = getattr(self, f"_cmd_{cmd}", None)
+        if handler is None:
+            raise control.ControlError(f"unknown command {cmd!r}")
+        return await handler(args, uid)
+
+    async def _cmd_status(self, args: dict, uid: int | None) -> dict:
+        e = self.engine
+        d = self.config.daemon
+        return {
+            "daemon": {"version": __version__, "pid": os.getpid(), "uptime": round(time.time() - self.started, 1),
+                       "config": self.config_path, "backend": self.backend_name, "kernel": self.kernel_note,
+                       "epoch": self.epoch, "listen": [str(x) for x in d.listen]},
+            "identity": {"principal": d.principal, "keytab": d.keytab, "ticket_expiry": self.ticket_expiry},
+            "peers": self._peers(),
+            "sas": len(list(e.sas())),
+            "counters": dict(e.stats),
+        }
+
+    def _peers(self) -> list[dict]:
+        states = {p.get("name"): p for p in self.engine.peer_states()}
+        out = []
+        for p in self.config.peers:
+            st = states.get(p.name, {})
+            out.append({"name": p.name, "address": str(p.address), "principal": p.principal,
+                        "state": st.get("state", "unknown"), "epoch": st.get("epoch"),
+                        "last_seen": st.get("last_seen"), "clock_offset": st.get("clock_offset"),
+                        "sas": sum(1 for sa in self.engine.sas() if sa.peer == p.name),
+                        "children": [c.name for c in p.children]})
+        return out
+
+    async def _cmd_peers(self, args: dict, uid: int | None) -> dict:
+        return {"peers": self._peers()}
+
+    async def _cmd_stats(self, args: dict, uid: int | None) -> dict:
+        return {"counters": dict(self.engine.stats), "kdc_latency": {
+            "count": self.kdc_latency.n, "sum": self.kdc_latency.total}}
+
+    async def _cmd_metrics(self, args: dict, uid: int | None) -> dict:
+        return {"text": self.metrics_text()}
+
+    async def _cmd_sas(self, args: dict, uid: int | None) -> dict:
+        show = bool(args.get("show_keys"))
+        if show and uid != 0:
+            raise control.ControlError("--show-keys is only allowed for root")
+        return {"sas": [sa_json(sa, show) for sa in self.engine.sas()]}
+
+    async def _cmd_up(self, args: dict, uid: int | None) -> dict:
+        peer, child = args.get("peer"), args.get("child")
+        p = self.config.peer(peer) if isinstance(peer, str) else None
+        if p is None:
+            raise control.ControlError(f"no peer named {peer!r} in the configuration")
+        if child is not None and p.child(child) is None:
+            raise control.ControlError(f"peer {peer!r} has no child named {child!r}")
+        user = None
+        if args.get("as_user"):
+            ccache = args.get("ccache")
+            if not isinstance(ccache, str) or not ccache:
+                raise control.ControlError("--as-user needs the caller's ccache name")
+            _check_ccache_owner(ccache, uid)
+            user = UserCreds(uid=uid if uid is not None else -1, ccache=ccache)
+        children = [child] if child else [c.name for c in p.children]
+        futs = []
+        for c in children:
+            fut = self.loop.create_future()
+            self.waiters[(peer, c)].append(fut)
+            futs.append(fut)
+            self._apply(self.engine.initiate(peer, c, self.now(), user=user))
+        if not args.get("wait", True):
+            return {"started": children}
+        timeout = float(args.get("timeout", 60))
+        results = []
+        try:
+            done = await asyncio.wait_for(asyncio.gather(*futs), timeout)
+        except TimeoutError:
+            raise control.ControlError(f"timed out after {timeout:g}s waiting for {peer}") from None
+        for c, (ok, message, _fields) in zip(children, done, strict=True):
+            results.append({"child": c, "ok": ok, "message": message})
+        failed = [r for r in results if not r["ok"]]
+        if failed:
+            raise control.ControlError("; ".join(f"{r['child']}: {r['message']}" for r in failed))
+        return {"established": results, "sas": [sa_json(sa, False) for sa in self.engine.sas()
+                                                 if sa.peer == peer and sa.child in children]}
+
+    async def _cmd_down(self, args: dict, uid: int | None) -> dict:
+        peer, child = args.get("peer"), args.get("child")
+        p = self.config.peer(peer) if isinstance(peer, str) else None
+        if p is None:
+            raise control.ControlError(f"no peer named {peer!r} in the configuration")
+        before = [sa for sa in self.engine.sas() if sa.peer == peer and (child is None or sa.child == child)]
+        fut = self.loop.create_future()
+        self.down_waiters[peer].append(fut)
+        self._apply(self.engine.delete(peer, child, self.now()))
+        if args.get("wait", True) and before:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(fut, float(args.get("timeout", 30)))
+        return {"deleted": len(before)}
+
+    async def _cmd_reload(self, args: dict, uid: int | None) -> dict:
+        return await self.reload()
+
+    async def reload(self) -> dict:
+        if not self.config_path:
+            raise control.ControlError("started without a config file: nothing to reload")
+        try:
+            new = cfgmod.load(self.config_path)
+        except cfgmod.ConfigError as e:
+            log("error", "reload-failed", str(e))
+            raise control.ControlError(f"reload refused: {e}") from None
+        changes = describe_changes(self.config, new)
+        for key in ("listen", "principal", "keytab", "backend", "control_socket"):
+            if getattr(self.config.daemon, key) != getattr(new.daemon, key):
+                changes.append(f"daemon.{key} changed: needs a restart (kept the old value)")
+        new = _keep_restart_only(self.config, new)
+        self.config = new
+        self._apply(self.engine.reconfigure(new, self.now()))
+        log("info", "reloaded", "configuration reloaded", file=self.config_path,
+            changes="; ".join(changes) or "none")
+        return {"changes": changes}
+
+    # --- metrics ------------------------------------------------------------------------------
+
+    def metrics_text(self) -> str:
+        gauges: dict[str, tuple[str, dict, float]] = {}
+        by_state: dict[str, int] = defaultdict(int)
+        for sa in self.engine.sas():
+            by_state[getattr(sa.state, "name", str(sa.state)).lower()] += 1
+        for st, n in by_state.items():
+            gauges[metrics.gauge_key("kinkd_sas", {"state": st})] = ("SAs by state", {"state": st}, n)
+        gauges["kinkd_peers"] = ("Configured peers", {}, len(self.config.peers))
+        gauges["kinkd_kdc_requests_in_flight"] = ("KDC requests in flight", {}, self.kdc_inflight)
+        gauges["kinkd_uptime_seconds"] = ("Seconds since start", {}, round(time.time() - self.started, 3))
+        return metrics.render(self.engine.stats, gauges,
+                              {"kinkd_kdc_request_seconds": ("KDC request latency", self.kdc_latency)})
+
+    async def _metrics_http(self, reader, writer) -> None:
+        try:
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            body = self.metrics_text().encode()
+            writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    # --- shutdown -------------------------------------------------------------------------------
+
+    async def stop(self, sig: int | None = None) -> None:
+        if self.stopped.is_set():
+            return
+        delete = self.config.daemon.on_shutdown == "delete"
+        log("info", "stopping", f"signal {signal.Signals(sig).name}" if sig else "stop requested",
+            delete_sas=delete)
+        self._apply(self.engine.shutdown(self.now(), delete_sas=delete))
+        if delete:
+            # give DELETE exchanges a bounded moment to complete
+            deadline = time.monotonic() + min(5.0, self.config.timers.retransmit * 3)
+            while time.monotonic() < deadline and any(True for _ in self.engine.sas()):
+                await asyncio.sleep(0.05)
+        if self.persist_handle is not None:
+            self.persist_handle.cancel()
+            self.persist_handle = None
+        if self.config.daemon.state_file:
+            self._persist()
+        self.stopped.set()
+
+    async def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        for t in self.tasks:
+            t.cancel()
+        for _, s in self.streams:
+            s.close()
+        if self.control_server is not None:
+            self.control_server.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.config.daemon.control_socket)
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+        if self.xfrm is not None:
+            with contextlib.suppress(Exception):
+                self.loop.remove_reader(self.xfrm.fileno())
+                self.xfrm.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        log("info", "stopped", "kinkd stopped")
+
+
+def sa_json(sa: Any, show_keys: bool) -> dict:
+    def hx(v):
+        return None if v is None else f"0x{int(v):08x}"
+
+    proto = getattr(sa.protocol, "name", str(sa.protocol)).lower().replace("proto_ipsec_", "")
+    sel = sa.selectors or {}
+    out = {
+        "peer": sa.peer,
+        "child": sa.child,
+        "protocol": proto,
+        "spi_in": hx(sa.spi_in),
+        "spi_out": hx(sa.spi_out),
+        "transform": getattr(sa.transform, "keyword", str(sa.transform)),
+        "mode": getattr(sa.mode, "name", str(sa.mode)).lower(),
+        "state": getattr(sa.state, "name", str(sa.state)).lower(),
+        "initiator": bool(sa.initiator),
+        "established_at": sa.created,
+        "rekey_at": sa.soft_at,
+        "expires_at": sa.hard_at,
+        "local_ts": [str(t) for t in sel.get("local", ())] if isinstance(sel, dict) else [],
+        "remote_ts": [str(t) for t in sel.get("remote", ())] if isinstance(sel, dict) else [],
+    }
+    if show_keys:
+        def keys(km):
+            if km is None:
+                return None
+            return {"encryption": bytes(km.encryption).hex(), "integrity": bytes(km.integrity).hex()}
+
+        out["keys"] = {"in": keys(sa.keys_in), "out": keys(sa.keys_out)}
+    return out
+
+
+def _check_ccache_owner(ccache: str, uid: int | None) -> None:
+    """A user may only lend the daemon a FILE ccache that the user owns (root: any)."""
+    if uid is None:
+        raise control.ControlError("cannot identify the caller (SO_PEERCRED)")
+    kind, _, rest = ccache.partition(":")
+    if not rest:
+        kind, rest = "FILE", ccache
+    if kind.upper() != "FILE":
+        if uid == 0:
+            return
+        raise control.ControlError(f"only FILE ccaches can be used with --as-user (got {kind})")
+    try:
+        st = os.stat(rest)
+    except OSError as e:
+        raise control.ControlError(f"ccache {rest}: {e.strerror}") from None
+    if uid != 0 and st.st_uid != uid:
+        raise control.ControlError(f"ccache {rest} is not owned by the caller")
+
+
+def describe_changes(old: cfgmod.Config, new: cfgmod.Config) -> list[str]:
+    out = []
+    old_p = {p.name: p for p in old.peers}
+    new_p = {p.name: p for p in new.peers}
+    for name in sorted(new_p.keys() - old_p.keys()):
+        out.append(f"peer {name} added")
+    for name in sorted(old_p.keys() - new_p.keys()):
+        out.append(f"peer {name} removed")
+    for name in sorted(old_p.keys() & new_p.keys()):
+        a, b = old_p[name], new_p[name]
+        if a == b:
+            continue
+        ac = {c.name: c for c in a.children}
+        bc = {c.name: c for c in b.children}
+        for c in sorted(bc.keys() - ac.keys()):
+            out.append(f"child {name}/{c} added")
+        for c in sorted(ac.keys() - bc.keys()):
+            out.append(f"child {name}/{c} removed")
+        for c in sorted(ac.keys() & bc.keys()):
+            if ac[c] != bc[c]:
+                out.append(f"child {name}/{c} changed")
+        from dataclasses import replace
+
+        if replace(a, children=()) != replace(b, children=()):
+            out.append(f"peer {name} settings changed")
+    if old.timers != new.timers:
+        out.append("timers changed")
+    if old.limits != new.limits:
+        out.append("limits changed")
+    return out
+
+
+def _keep_restart_only(old: cfgmod.Config, new: cfgmod.Config) -> cfgmod.Config:
+    from dataclasses import replace
+
+    d = replace(new.daemon, listen=old.daemon.listen, principal=old.daemon.principal,
+                keytab=old.daemon.keytab, backend=old.daemon.backend,
+                control_socket=old.daemon.control_socket)
+    return replace(new, daemon=d)
+
+
+async def run(config: cfgmod.Config, config_path: str | None) -> int:
+    daemon = Daemon(config, config_path)
+    try:
+        await daemon.start()
+    except Exception as e:
+        log("error", "start-failed", f"{type(e).__name__}: {e}")
+        with contextlib.suppress(Exception):
+            await daemon.close()
+        return 1
+    await daemon.stopped.wait()
+    await daemon.close()
+    return 0
