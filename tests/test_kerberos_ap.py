@@ -407,6 +407,13 @@ def test_daemon_credentials_do_not_touch_user_ccache(realm, env):
     assert st2.session_key != st.session_key
     assert user_cc.read_bytes() == before
     assert os.environ["KRB5CCNAME"] == env
+    d1.close()
+    ctx = krb5.init_context()
+    with pytest.raises(krb5.Krb5Error):
+        krb5.cc_get_principal(ctx, krb5.cc_resolve(ctx, d1.ccache_name.encode()))
+    with Credentials.from_ccache(env) as user:  # close() never destroys a ccache it did not make
+        assert not user.owns_ccache
+    assert user_cc.read_bytes() == before
 
 
 # --- locally minted tickets: every service-key enctype, every refusal --------------

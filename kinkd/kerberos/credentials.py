@@ -122,6 +122,7 @@ class Credentials:
         if self.enctypes and any(e not in SUPPORTED_ENCTYPES for e in self.enctypes):
             raise CredentialsError(f"unsupported enctypes in {self.enctypes}")
         self.min_lifetime = float(min_lifetime)
+        self.owns_ccache = False  # True for the private MEMORY ccache of from_keytab()
         self._lock = threading.RLock()
         self._ctx = krb5.init_context()
         self._u2u_cache: dict[tuple[str, bytes], ServiceTicket] = {}
@@ -145,11 +146,14 @@ class Credentials:
         """
         kt = os.fspath(keytab)
         KeyTable(kt, principal)  # validates; raises a clear CredentialsError
-        if ccache is None:
-            ccache = f"MEMORY:kinkd-{uuid.uuid4().hex}"
         kt_name = kt if ":" in kt and not kt.startswith("/") else f"FILE:{kt}"
-        return cls(ccache, principal=principal, keytab=kt_name, enctypes=enctypes,
-                   min_lifetime=min_lifetime)
+        own = ccache is None
+        if own:
+            ccache = f"MEMORY:kinkd-{uuid.uuid4().hex}"
+        creds = cls(ccache, principal=principal, keytab=kt_name, enctypes=enctypes,
+                    min_lifetime=min_lifetime)
+        creds.owns_ccache = own
+        return creds
 
     @classmethod
     def from_ccache(cls, ccache_name: str | None = None, *, enctypes=None,
@@ -163,6 +167,23 @@ class Credentials:
             except krb5.Krb5Error as e:
                 raise _krb5_error(e, "no default credential cache") from None
         return cls(ccache_name, enctypes=enctypes, min_lifetime=min_lifetime)
+
+    def close(self) -> None:
+        """Destroy the private MEMORY ccache of a from_keytab() object (no-op otherwise)."""
+        with self._lock:
+            self._u2u_cache.clear()
+            if self.owns_ccache:
+                try:
+                    krb5.cc_destroy(self._ctx, self._cc())
+                except krb5.Krb5Error:
+                    pass
+                self.owns_ccache = False
+
+    def __enter__(self) -> Credentials:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def daemon_mode(self) -> bool:
