@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -42,3 +44,33 @@ def krb5_env(realm, monkeypatch, tmp_path):
     monkeypatch.setenv("KRB5RCACHEDIR", str(rc))
     return {k: os.environ[k] for k in ("KRB5_CONFIG", "KRB5CCNAME", "KRB5RCACHEDIR")}
 
+
+
+@pytest.fixture(scope="session")
+def container_realm(tmp_path_factory):
+    if shutil.which("podman") is None:
+        pytest.skip("podman not installed (make test installs it; CI runs this)")
+    before = set(subprocess.run(["podman", "image", "ls", "-q", "--no-trunc"],
+                                capture_output=True, text=True).stdout.split())
+    d = tmp_path_factory.mktemp("crealm")
+    r = realmlib.up(d, container=True)
+    try:
+        yield r
+    finally:
+        state = json.loads((d / "state.json").read_text())
+        realmlib.down(r)
+        name = state.get("container")
+        if name:
+            q = subprocess.run(["podman", "container", "exists", name])
+            assert q.returncode != 0, "container left behind"
+        # remove the images this run built (and only those)
+        after = subprocess.run(["podman", "image", "ls", "-q", "--no-trunc"],
+                               capture_output=True, text=True).stdout.split()
+        if os.environ.get("KINKD_KEEP_IMAGES") != "1":
+            for img in set(after) - before:
+                subprocess.run(["podman", "rmi", "-f", img], capture_output=True)
+
+
+@pytest.fixture(params=["native", pytest.param("container", marks=pytest.mark.container)])
+def any_realm(request):
+    return request.getfixturevalue("realm" if request.param == "native" else "container_realm")

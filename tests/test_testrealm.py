@@ -5,9 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -132,36 +130,6 @@ def test_all_four_enctypes(realm):
 
 
 # --- Kerberos flows, native and container -----------------------------------------
-
-
-@pytest.fixture(scope="session")
-def container_realm(tmp_path_factory):
-    if shutil.which("podman") is None:
-        pytest.skip("podman not installed (make test installs it; CI runs this)")
-    before = set(subprocess.run(["podman", "image", "ls", "-q", "--no-trunc"],
-                                capture_output=True, text=True).stdout.split())
-    d = tmp_path_factory.mktemp("crealm")
-    r = realmlib.up(d, container=True)
-    try:
-        yield r
-    finally:
-        state = json.loads((d / "state.json").read_text())
-        realmlib.down(r)
-        name = state.get("container")
-        if name:
-            q = subprocess.run(["podman", "container", "exists", name])
-            assert q.returncode != 0, "container left behind"
-        # remove the images this run built (and only those)
-        after = subprocess.run(["podman", "image", "ls", "-q", "--no-trunc"],
-                               capture_output=True, text=True).stdout.split()
-        if os.environ.get("KINKD_KEEP_IMAGES") != "1":
-            for img in set(after) - before:
-                subprocess.run(["podman", "rmi", "-f", img], capture_output=True)
-
-
-@pytest.fixture(params=["native", pytest.param("container", marks=pytest.mark.container)])
-def any_realm(request):
-    return request.getfixturevalue("realm" if request.param == "native" else "container_realm")
 
 
 def _env_for(r: realmlib.Realm, monkeypatch, tmp_path) -> str:
