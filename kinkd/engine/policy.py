@@ -1,0 +1,156 @@
+"""Child policies, traffic selectors and ID payloads (RFC 2407 §4.6.2, RFC 4430 §5.3).
+
+* A child's ESP (or, without ESP, AH) proposals become an ``isakmp.proposals.Policy``
+  (built once per configuration, not per packet).
+* Traffic selectors travel as IDci (initiator side) / IDcr (responder side).
+  When both of a child's selectors are ``dynamic`` (the KINK addresses, any
+  protocol and port) no ID payloads are sent, as racoon2 does by default; the
+  SAs then cover the two KINK addresses (RFC 4430 §5.3).
+* A responder accepts proposed selectors only when they are *covered* by
+  (equal to or narrower than) a configured child of the authenticated peer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from isakmp.doi import EncapsulationMode, IdType
+from isakmp.errors import InvalidIdInformation
+from isakmp.payloads import Identification
+from isakmp.proposals import Policy, parse_proposals
+from kinkd.config import ChildConfig, TrafficSelector, parse_selector
+
+__all__ = [
+    "Selectors",
+    "child_policy",
+    "child_mode",
+    "needs_ids",
+    "ts_to_id",
+    "id_to_ts",
+    "ts_covers",
+    "host_ts",
+    "match_child",
+]
+
+_ANY_PORTS = (0, 65535)
+
+
+@dataclass(frozen=True, slots=True)
+class Selectors:
+    """The traffic of one SA: ``local`` (our side) and ``remote`` (the peer's side)."""
+
+    local: TrafficSelector
+    remote: TrafficSelector
+
+    def to_json(self) -> list[str]:
+        return [str(self.local), str(self.remote)]
+
+    @classmethod
+    def from_json(cls, v) -> Selectors | None:
+        if not v:
+            return None
+        return cls(parse_selector(v[0]), parse_selector(v[1]))
+
+
+def child_mode(child: ChildConfig) -> int:
+    return EncapsulationMode.TUNNEL if child.mode == "tunnel" else EncapsulationMode.TRANSPORT
+
+
+def child_policy(child: ChildConfig) -> Policy:
+    """ESP proposals (or AH ones when the child has no ESP proposal) as a Policy."""
+    kw = dict(
+        mode=child_mode(child),
+        lifetime_seconds=max(1, int(child.lifetime)),
+        lifetime_kilobytes=child.life_kilobytes,
+    )
+    if child.esp_proposals:
+        return parse_proposals(list(child.esp_proposals), "esp", **kw)
+    return parse_proposals(list(child.ah_proposals), "ah", **kw)
+
+
+def _is_plain_dynamic(ts: TrafficSelector) -> bool:
+    return ts.network is None and ts.protocol == 0 and (ts.port_from, ts.port_to) == _ANY_PORTS
+
+
+def needs_ids(child: ChildConfig) -> bool:
+    """False when the child covers exactly the two KINK addresses (send no IDs)."""
+    return not (
+        len(child.local_ts) == 1
+        and len(child.remote_ts) == 1
+        and _is_plain_dynamic(child.local_ts[0])
+        and _is_plain_dynamic(child.remote_ts[0])
+    )
+
+
+def host_ts(addr: str | None) -> TrafficSelector:
+    """Selector of one host (``dynamic`` when the address is unknown)."""
+    if addr is None:
+        return TrafficSelector(None)
+    ip = ipaddress.ip_address(addr)
+    return TrafficSelector(ipaddress.ip_network(f"{ip}/{ip.max_prefixlen}"))
+
+
+def ts_to_id(ts: TrafficSelector) -> Identification:
+    """ID payload of a resolved selector; a port range other than one port or any -> any."""
+    if ts.network is None:
+        raise ValueError("dynamic selector must be resolved first")
+    port = ts.port_from if ts.port_from == ts.port_to else 0
+    net = ts.network
+    if net.prefixlen == net.max_prefixlen:
+        return Identification.from_address(net.network_address, ts.protocol, port)
+    return Identification.from_network(net, ts.protocol, port)
+
+
+def id_to_ts(idp: Identification) -> TrafficSelector:
+    """Selector of an ID payload (InvalidIdInformation for non-address types)."""
+    t = idp.id_type
+    if t in (IdType.IPV4_ADDR_RANGE, IdType.IPV6_ADDR_RANGE):
+        first, last = idp.address_range()
+        nets = list(ipaddress.summarize_address_range(first, last))
+        if len(nets) != 1:
+            raise InvalidIdInformation("address range is not a prefix")
+        net = nets[0]
+    else:
+        net = idp.network()
+    if idp.port:
+        return TrafficSelector(net, idp.protocol, idp.port, idp.port)
+    return TrafficSelector(net, idp.protocol)
+
+
+def ts_covers(outer: TrafficSelector, inner: TrafficSelector) -> bool:
+    """``inner`` is equal to or narrower than ``outer`` (dynamic outer = unknown, accepted)."""
+    if outer.protocol and inner.protocol != outer.protocol:
+        return False
+    if (outer.port_from, outer.port_to) != _ANY_PORTS:
+        if not (outer.port_from <= inner.port_from and inner.port_to <= outer.port_to):
+            return False
+    if outer.network is None:
+        return True
+    if inner.network is None:
+        return False
+    if inner.network.version != outer.network.version:
+        return False
+    return inner.network.subnet_of(outer.network)
+
+
+def resolve(ts: TrafficSelector, addr: str | None) -> TrafficSelector:
+    if ts.network is None and addr is not None:
+        return ts.resolve(addr)
+    return ts
+
+
+def match_child(
+    children,
+    local: TrafficSelector,
+    remote: TrafficSelector,
+    local_addr: str | None,
+    remote_addr: str | None,
+) -> ChildConfig | None:
+    """First child whose selectors cover the proposed (local, remote) pair."""
+    for child in children:
+        if any(ts_covers(resolve(t, local_addr), local) for t in child.local_ts) and any(
+            ts_covers(resolve(t, remote_addr), remote) for t in child.remote_ts
+        ):
+            return child
+    return None

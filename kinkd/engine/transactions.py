@@ -1,0 +1,80 @@
+"""Initiator transactions (kink.md §7.8).
+
+A :class:`Txn` is one command we initiated (CREATE, DELETE, STATUS, GETTGT)
+and everything needed to retransmit it: the XID, the ticket (the *same*
+ticket for every retransmission, so the KEYMAT cannot change), the
+(ctime, cusec) of every authenticator sent (a REPLY may answer any of them)
+and the prebuilt KINK_ISAKMP payload. Each retransmission rebuilds the AP-REQ
+(fresh authenticator), hence a new Cksum and KINK_ENCRYPT confounder.
+
+Retransmission: truncated exponential back-off, ``retransmit * 2**(n-1)``
+capped at ``retransmit_max``, at most ``max_tries`` transmissions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from kinkd.config import ChildConfig, Timers
+
+from .peers import PeerState
+
+__all__ = ["Kind", "Txn", "backoff", "full_cycle", "MAX_AUTHENTICATORS"]
+
+#: authenticators remembered per transaction (racoon2 keeps 5)
+MAX_AUTHENTICATORS = 16
+
+
+class Kind(IntEnum):
+    CREATE = 1
+    DELETE = 2
+    STATUS = 6
+    GETTGT = 4
+
+
+def backoff(timers: Timers, n: int) -> float:
+    """Wait after the n-th transmission (n >= 1)."""
+    return min(timers.retransmit * (2 ** (n - 1)), timers.retransmit_max)
+
+
+def full_cycle(timers: Timers) -> float:
+    """T-retrans: time from the first transmission to giving up."""
+    return sum(backoff(timers, n) for n in range(1, max(1, timers.max_tries) + 1))
+
+
+@dataclass(slots=True, eq=False)
+class Txn:
+    kind: Kind
+    peer: PeerState
+    xid: int = 0
+    user: Any = None
+    ukey: Hashable = None
+    ticket: Any = None  # ServiceTicket
+    offset: float = 0.0  # clock offset the authenticators were built with
+    sent: list[tuple[int, int]] = field(default_factory=list)
+    tries: int = 0
+    started: float = 0.0
+    state: str = "new"  # new | ticket | tgt | sent | done
+    isakmp: Any = None  # wire.IsakmpPayload or None
+    force_new: bool = False
+    last_error: str | None = None
+    # CREATE
+    child: ChildConfig | None = None
+    policy: Any = None
+    offer: Any = None  # SecurityAssociation
+    ni: bytes = b""
+    spis: dict[int, int] = field(default_factory=dict)
+    larval: list[int] = field(default_factory=list)
+    dh: Any = None
+    selectors: Any = None
+    replaces: list[int] = field(default_factory=list)
+    retried_skew: bool = False
+    retried_expired: bool = False
+    retried_u2u: bool = False
+    # DELETE / STATUS
+    sa_ids: list[int] = field(default_factory=list)
+    dpd: bool = False
+    reason: str = ""
