@@ -251,6 +251,7 @@ class Engine:
         self.stats = Counters()
         self.sadb = SADB(max_sas=config.limits.max_sas, rng=self.rng)
         self._meta: dict[int, SAMeta] = {}
+        self._groups: dict[tuple, set[int]] = {}
         self._timers = TimerHeap()
         self._txns: dict[int, Txn] = {}
         self._acked: dict[int, Txn] = {}
@@ -561,6 +562,7 @@ class Engine:
             d = metas.get(str(r.id))
             self._meta[r.id] = SAMeta.from_dict(d) if d else SAMeta("", "", b"", None, True,
                                                                    True)
+            self._group_add(r)
         for n, d in data.get("peers", {}).items():
             if n in self._peers:
                 self._peers[n].load(d)
@@ -749,7 +751,7 @@ class Engine:
 
     def _cache_gone(self, key: tuple, e: CacheEntry, now: float, out: list) -> None:
         if e.pending_sas:
-            self._ack_timeout(key, e, out)
+            self._ack_timeout(key, e, now, out)
 
     def _refusal(self, notify: int, out: list, peer: str | None, child: str | None,
                  why: str, principal: str, protocol: int = 0, spi: bytes = b"",
@@ -872,6 +874,7 @@ class Engine:
                             mature=not three_way)
         meta = SAMeta(client, client, bytes(nonce.data), None, True, not three_way)
         self._meta[rec.id] = meta
+        self._group_add(rec)
         out.append(InstallSA(rec, "in"))
         self.stats["sas.installed"] += 1
         reply_pl: list = [sel.reply_sa({proto: spi_r})]
@@ -902,7 +905,7 @@ class Engine:
                     transform=rec.transform.keyword, role=role,
                     principal=self._meta[rec.id].remote_principal)
         peer.failures.pop(rec.child, None)
-        self._resolve_duplicates(peer, rec.child, now, out)
+        self._resolve_duplicates(peer, rec, now, out)
         self._arm_dpd(peer, now)
         self._changed(out)
 
@@ -924,16 +927,25 @@ class Engine:
             self._meta[sa_id].out_installed = True
             self._established(rec, peer, now, out, "responder")
 
-    def _ack_timeout(self, key: tuple, e: CacheEntry, out: list) -> None:
+    def _ack_timeout(self, key: tuple, e: CacheEntry, now: float, out: list) -> None:
         sas, e.pending_sas = e.pending_sas or [], None
         self._timers.cancel(("ackwait", key))
+        gone: dict[int, list[bytes]] = {}
         for sa_id in sas:
             rec = self.sadb.get(sa_id)
             if rec is not None and rec.state == SAState.LARVAL:
+                gone.setdefault(int(rec.protocol), []).append(rec.spi_in.to_bytes(4, "big"))
                 self._remove_sa(sa_id, out, "no ACK", event=False)
                 self.stats["negotiations.failed.no-ack"] += 1
                 self._event(out, EventKind.NEGOTIATION_FAILED, e.peer, rec.child,
                             "no ACK for the 3-way CREATE", "warning", reason="no-ack")
+        peer = self._peers.get(e.peer) if e.peer is not None else None
+        if gone and peer is not None:
+            # the initiator may have installed the pair (only its ACKs were lost): a
+            # best-effort DELETE with our inbound SPI makes it drop its half too
+            isa = IsakmpPayload.from_payloads([Delete(p, s) for p, s in gone.items()])
+            self._start_txn(Txn(Kind.DELETE, peer, started=now, isakmp=isa, reason="no-ack"),
+                            now, out)
 
     def _resp_delete(self, msg: wire.KinkMessage, acc: AcceptedRequest, peer: PeerState,
                      now: float, out: list) -> list:
@@ -963,6 +975,11 @@ class Engine:
                     continue
                 ours.append(rec.spi_in.to_bytes(4, "big"))
                 self._local_delete(rec, now, out, "deleted by peer")
+                ch = peer.cfg.child(rec.child)
+                if ch is not None and self._child_start(peer, ch) == "start":
+                    # keep "start" children up (like strongSwan's close_action=start); the
+                    # retry does nothing if a successor (rekey, collision winner) is live
+                    self._schedule_retry(peer, ch, now)
             if ours:
                 reply.append(Delete(d.protocol_id, ours))
         reply.extend(notes)
@@ -1074,8 +1091,16 @@ class Engine:
     def _peer_dead(self, peer: PeerState, now: float, out: list) -> None:
         peer.dead = True
         recs = self.sadb.by_peer(peer.name)
+        by_proto: dict[int, list[bytes]] = {}
         for r in recs:
+            if r.state != SAState.LARVAL:
+                by_proto.setdefault(int(r.protocol), []).append(r.spi_in.to_bytes(4, "big"))
             self._remove_sa(r.id, out, "peer dead")
+        if by_proto:
+            # best effort: if the peer is alive after all (lossy path), it drops its half too
+            isa = IsakmpPayload.from_payloads([Delete(p, s) for p, s in by_proto.items()])
+            self._start_txn(Txn(Kind.DELETE, peer, started=now, isakmp=isa, reason="peer-dead"),
+                            now, out)
         self._event(out, EventKind.PEER_DEAD, peer.name, None,
                     f"no answer to STATUS; {len(recs)} SA(s) deleted", "warning",
                     deleted=len(recs))
@@ -1243,6 +1268,7 @@ class Engine:
                                 initiator=True, keys_in=keys.to_initiator,
                                 selectors=t.selectors, mature=False)
             self._meta[rec.id] = SAMeta(peer.cfg.principal, tk.client, t.ni, t.user, True, False)
+            self._group_add(rec)
             t.larval = [rec.id]
             out.append(InstallSA(rec, "in"))
 
@@ -1297,7 +1323,16 @@ class Engine:
         self._finish_txn(t)
         peer = t.peer
         if t.kind == Kind.CREATE:
+            spis = dict(t.spis) if t.tries else {}
             self._abort_create_local(t, out)
+            if reason == "timeout" and spis:
+                # The responder may have created the SA and only its REPLYs were lost: a
+                # best-effort DELETE naming our inbound SPI removes such an orphan (the
+                # responder answers INVALID-SPI when it has nothing).
+                isa = IsakmpPayload.from_payloads([Delete(p, [s.to_bytes(4, "big")])
+                                                   for p, s in spis.items()])
+                self._start_txn(Txn(Kind.DELETE, peer, started=now, isakmp=isa,
+                                    reason="cleanup", user=t.user, ukey=t.ukey), now, out)
             self.stats[f"negotiations.failed.{reason}"] += 1
             self._event(out, EventKind.NEGOTIATION_FAILED, peer.name,
                         t.child.name if t.child else None, message, "warning", reason=reason)
@@ -1531,6 +1566,7 @@ class Engine:
                                     selectors=t.selectors)
                 self._meta[rec.id] = SAMeta(peer.cfg.principal, tk.client, t.ni, t.user, False,
                                             False)
+                self._group_add(rec)
                 t.larval = [rec.id]
                 out.append(InstallSA(rec, "in"))
                 self._meta[rec.id].in_installed = True
@@ -1648,6 +1684,7 @@ class Engine:
         m = self._meta.pop(sa_id, None)
         if rec is None:
             return
+        self._group_del(rec)
         if m is None or m.out_installed:
             out.append(RemoveSA(rec, "out"))
         if m is None or m.in_installed:
@@ -1662,11 +1699,31 @@ class Engine:
                         spi_in=rec.spi_in, spi_out=rec.spi_out, reason=why)
         self._changed(out)
 
-    def _resolve_duplicates(self, peer: PeerState, child: str, now: float, out: list) -> None:
-        live = [r for r in self._live(peer.name, child) if r.state == SAState.MATURE]
+    def _group_add(self, rec: Any) -> None:
+        self._groups.setdefault((rec.peer, rec.child, rec.selectors), set()).add(rec.id)
+
+    def _group_del(self, rec: Any) -> None:
+        k = (rec.peer, rec.child, rec.selectors)
+        g = self._groups.get(k)
+        if g is not None:
+            g.discard(rec.id)
+            if not g:
+                del self._groups[k]
+
+    def _resolve_duplicates(self, peer: PeerState, rec: Any, now: float, out: list) -> None:
+        """One pair per (peer, child, selectors): lowest (initiator principal, Ni) wins."""
+        g = self._groups.get((rec.peer, rec.child, rec.selectors))
+        if g is None or len(g) < 2:
+            return
+        meta, get = self._meta, self.sadb.get
+        live = []
+        for i in g:
+            r = get(i)
+            if r is not None and r.state == SAState.MATURE and r.replaced_by is None \
+                    and not meta[i].deleting:
+                live.append(r)
         if len(live) < 2:
             return
-        meta = self._meta
         winner = min(live, key=lambda r: (meta[r.id].initiator_principal, meta[r.id].ni))
         mine = [r for r in live if r is not winner and r.initiator]
         if mine:
@@ -1680,6 +1737,7 @@ class Engine:
         m = self._meta.get(rec.id)
         if ev.kind == ExpiryKind.HARD:
             # the SADB already dropped the record
+            self._group_del(rec)
             if m is not None:
                 self._meta.pop(rec.id, None)
                 if m.out_installed:
@@ -1725,7 +1783,7 @@ class Engine:
             if e is None or not e.pending_sas:
                 return
             if e.tries >= max(1, self.timers.max_tries):
-                self._ack_timeout(key[1], e, out)
+                self._ack_timeout(key[1], e, now, out)
                 return
             e.tries += 1
             self.stats["retransmissions"] += 1
