@@ -30,6 +30,27 @@ Entry points of ``kinkd.engine.Engine`` (all return ``list[Effect]``):
 plus ``next_deadline() -> float | None``, ``stats`` (a :class:`Counters`),
 ``sas()`` (SA records), ``peer_states()`` and ``export_state()`` /
 ``import_state()`` for the state file.
+
+Additions made by the engine implementation (kinkd/engine/engine.py):
+
+    Engine(config, *, epoch, acceptor, rng=None, local_address=None)
+        ``acceptor``: a kinkd.kerberos.acceptor.Acceptor (keytab keys + replay
+        cache, built by the driver with ``ReplayCache(start_time=...)``); the
+        engine feeds it our TGT keys for user-to-user. ``rng``: random.Random-like
+        source for XIDs/SPIs/nonces/DH/jitter (SystemRandom by default).
+        ``local_address``: our KINK address for ``dynamic`` selectors.
+    receive(data, addr, now, *, local=None)   ``local``: the address the datagram
+        was sent to (used for ``dynamic`` selectors when known)
+    start(now)                      initial effects: CREATE every child with start = "start"
+    rekey(peer, child=None, now)    create successors of the current SAs now (operator rekey)
+    sa_meta(sa_id)                  engine-side facts of an SA (remote/initiator principal)
+    export_state(now, *, include_keys=False) / import_state(data, now) -> []
+
+Counters also used: ``dropped.<reason>`` (decode reasons from wire, ``no-ap-req``,
+``rate-limited``, ``replay``, ``ap-req``, ``ap-rep``, ``checksum``, ``unknown-xid``,
+``unauthenticated-reply``, ``unexpected-ack``, ``internal-error`` ...),
+``negotiations.responded``, ``collisions``, ``sas.expired``, ``errors.internal``.
+``errors.sent.<code>`` uses ``krb-<n>``, ``kink-<n>`` and ``notify-<n>`` labels.
 """
 
 from __future__ import annotations
