@@ -81,21 +81,25 @@ class Daemon:
     # --- start-up -----------------------------------------------------------------------
 
     def _build_engine(self):
-        from kinkd.engine import Engine
+        from kinkd.engine.engine import Engine
         from kinkd.kerberos.acceptor import Acceptor
         from kinkd.kerberos.credentials import Credentials
-        from kinkd.kerberos.keytab import KeytabKeys
+        from kinkd.kerberos.keytab import KeyTable
         from kinkd.kerberos.replay import ReplayCache
 
         d = self.config.daemon
         now = self.now()
-        keys = KeytabKeys.load(d.keytab, principal=d.principal) if d.keytab else None
-        replay = ReplayCache(skew=self.config.timers.clock_skew, start_time=now)
-        acceptor = Acceptor(keys, replay, skew=self.config.timers.clock_skew)
+        skew = self.config.timers.clock_skew
+        keys = KeyTable(d.keytab, principals=[d.principal]) if d.keytab else None
+        replay = ReplayCache(skew=skew, start_time=now)
+        self.acceptor = Acceptor(keys, replay, skew=skew)
         self.credentials = Credentials.from_keytab(d.principal, d.keytab, ccache=d.ccache)
+        # A new epoch at every start (RFC 4430 §3.7): peers drop the SAs they had with us
+        # and we renegotiate the children we had initiated (see _after_restart).
         self.epoch = int(now) & 0xFFFFFFFF
-        self.engine = Engine(self.config, acceptor=acceptor, epoch=self.epoch, now=now)
-        self.acceptor = acceptor
+        local = next((ep.host for ep in d.listen if ep.host not in ("0.0.0.0", "::")), None)
+        self.engine = Engine(self.config, epoch=self.epoch, acceptor=self.acceptor,
+                             local_address=local)
 
     def _build_backend(self) -> None:
         if self.backend_name == "xfrm":
@@ -140,29 +144,36 @@ class Daemon:
             epoch=self.epoch, pid=os.getpid())
         if previous:
             self._after_restart(previous)
-        for peer in self.config.peers:
-            for child in peer.children:
-                if (child.start or peer.start) == "start":
-                    self._apply(self.engine.initiate(peer.name, child.name, self.now()))
+        self._apply(self.engine.start(self.now()))
         self._persist_soon()
 
     def _after_restart(self, previous: dict) -> None:
-        """We had SA state before a restart. Our epoch is new, so peers will drop the old
-        SAs; re-create the children we had initiated (the state file says which)."""
-        children = previous.get("initiated_children") or []
-        n = 0
-        for item in children:
-            peer, child = item.get("peer"), item.get("child")
-            p = self.config.peer(peer) if isinstance(peer, str) else None
-            if p is None or p.child(child) is None:
-                continue
-            if (p.child(child).start or p.start) == "start":
-                continue  # started anyway
+        """We had SA state before this start. Our epoch is new, so peers drop the SAs they
+        had with us: remove what is left of them from the backend (the kernel keeps XFRM
+        SAs across a daemon restart) and renegotiate the children we had initiated."""
+        from kinkd.engine.engine import Engine
+
+        old = Engine(self.config, epoch=previous.get("epoch", 0), acceptor=None)
+        try:
+            old.import_state(previous, self.now())
+        except (ValueError, KeyError, TypeError) as e:
+            log("warning", "state", f"previous state not usable: {e}",
+                file=self.config.daemon.state_file)
+            return
+        again: set[tuple[str, str]] = set()
+        for sa in old.sas():
+            if self.xfrm is not None and self.kernel_note is None:
+                for direction in ("in", "out"):
+                    self._xfrm_remove(api.RemoveSA(sa, direction))
+            p = self.config.peer(sa.peer)
+            if sa.initiator and p is not None and p.child(sa.child) is not None:
+                if (p.child(sa.child).start or p.start) != "start":  # "start" ones start anyway
+                    again.add((sa.peer, sa.child))
+        for peer, child in sorted(again):
             self._apply(self.engine.initiate(peer, child, self.now()))
-            n += 1
-        log("info", "state-restored", "previous SA state found", file=self.config.daemon.state_file,
-            sas=len(previous.get("sadb", {}).get("sas", []) if isinstance(previous.get("sadb"), dict) else []),
-            renegotiating=n)
+        log("info", "state-restored", "previous SA state found; renegotiating",
+            file=self.config.daemon.state_file, old_epoch=previous.get("epoch"),
+            sas=len(old.sas()), renegotiating=len(again))
 
     # --- datagrams ------------------------------------------------------------------------
 
@@ -327,11 +338,6 @@ class Daemon:
     def _persist(self) -> None:
         self.persist_handle = None
         state = self.engine.export_state(self.now())
-        state["initiated_children"] = sorted(
-            ({"peer": sa.peer, "child": sa.child} for sa in self.engine.sas() if sa.initiator),
-            key=lambda x: (x["peer"], x["child"]))
-        state["initiated_children"] = [dict(t) for t in {tuple(d.items()) for d in state["initiated_children"]}]
-        state["epoch"] = self.epoch
         state["saved_at"] = self.now()
         try:
             write_state(self.config.daemon.state_file, state)
@@ -407,15 +413,20 @@ class Daemon:
         }
 
     def _peers(self) -> list[dict]:
-        states = {p.get("name"): p for p in self.engine.peer_states()}
         out = []
-        for p in self.config.peers:
-            st = states.get(p.name, {})
-            out.append({"name": p.name, "address": str(p.address), "principal": p.principal,
-                        "state": st.get("state", "unknown"), "epoch": st.get("epoch"),
-                        "last_seen": st.get("last_seen"), "clock_offset": st.get("clock_offset"),
-                        "sas": sum(1 for sa in self.engine.sas() if sa.peer == p.name),
-                        "children": [c.name for c in p.children]})
+        for st in self.engine.peer_states():
+            if st.get("dead"):
+                state = "dead"
+            elif st.get("last_heard") is not None:
+                state = "alive"
+            else:
+                state = "unknown"
+            epochs = st.get("epochs") or {}
+            out.append({"name": st["name"], "address": st["address"], "principal": st["principal"],
+                        "state": state, "epoch": next(iter(epochs.values()), None) if epochs else None,
+                        "epochs": epochs, "last_heard": st.get("last_heard"),
+                        "clock_offset": st.get("clock_offset"), "sas": st.get("sas", 0),
+                        "transactions": st.get("transactions", 0)})
         return out
 
     async def _cmd_peers(self, args: dict, uid: int | None) -> dict:
@@ -581,7 +592,7 @@ def sa_json(sa: Any, show_keys: bool) -> dict:
         return None if v is None else f"0x{int(v):08x}"
 
     proto = getattr(sa.protocol, "name", str(sa.protocol)).lower().replace("proto_ipsec_", "")
-    sel = sa.selectors or {}
+    sel = sa.selectors
     out = {
         "peer": sa.peer,
         "child": sa.child,
@@ -595,8 +606,8 @@ def sa_json(sa: Any, show_keys: bool) -> dict:
         "established_at": sa.created,
         "rekey_at": sa.soft_at,
         "expires_at": sa.hard_at,
-        "local_ts": [str(t) for t in sel.get("local", ())] if isinstance(sel, dict) else [],
-        "remote_ts": [str(t) for t in sel.get("remote", ())] if isinstance(sel, dict) else [],
+        "local_ts": str(sel.local) if sel is not None else None,
+        "remote_ts": str(sel.remote) if sel is not None else None,
     }
     if show_keys:
         def keys(km):

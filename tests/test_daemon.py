@@ -1,0 +1,250 @@
+"""kinkd as real processes against the real KDC: kinkctl, two daemons over UDP on loopback,
+reload, signals, restart with the state file, kinit-then-connect."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import time
+
+import pytest
+
+from tests.daemons import BIN, Node, free_udp_port, write_config
+
+H1, H2 = "host1.kink.test", "host2.kink.test"
+SA_FIELDS = {"peer", "child", "protocol", "spi_in", "spi_out", "transform", "mode",
+             "established_at", "expires_at"}
+
+
+def child(name="pg", port=5432, proposals=("aes128gcm16", "aes256-sha256"), server=False, **kw):
+    """A child protecting TCP to PORT on the server side (h2); ``server=True``: h2's view."""
+    ts = ["dynamic", f"dynamic[tcp/{port}]"]
+    local, remote = (ts[1], ts[0]) if server else (ts[0], ts[1])
+    c = {"name": name, "local_ts": [local], "remote_ts": [remote],
+         "esp_proposals": list(proposals), "lifetime": "1h", "rekey_time": "50m"}
+    c.update(kw)
+    return c
+
+
+def peer_entry(realm, other: Node, children, **kw):
+    p = {"name": other.name.split(".")[0], "address": f"{other.address}:{other.port}",
+         "principal": realm.service(other.name), "child": children}
+    p.update(kw)
+    return p
+
+
+@pytest.fixture
+def pair(realm, tmp_path):
+    """Two daemons, h1 (127.0.0.1) and h2 (127.0.0.2), each configured with the other."""
+    port = free_udp_port()
+    n1 = Node(H1, "127.0.0.1", port, tmp_path / "h1", realm)
+    n2 = Node(H2, "127.0.0.2", port, tmp_path / "h2", realm)
+    for n in (n1, n2):
+        n.directory.mkdir()
+
+    def configure(children1=None, children2=None, extra1=None, extra2=None, **daemon_kw):
+        write_config(n1, [peer_entry(realm, n2, children1 or [child()],
+                                     allow_principals=[realm.user("alice")], **(extra1 or {}))],
+                     **daemon_kw)
+        write_config(n2, [peer_entry(realm, n1, children2 or [child(server=True)],
+                                     allow_principals=[realm.user("alice")], **(extra2 or {}))],
+                     **daemon_kw)
+
+    configure()
+    n1.configure = n2.configure = configure
+    yield n1, n2
+    for n in (n1, n2):
+        try:
+            n.stop()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def assert_matching(sas1, sas2):
+    assert sas1 and len(sas1) == len(sas2)
+    by_in = {s["spi_in"]: s for s in sas2}
+    for s in sas1:
+        other = by_in[s["spi_out"]]
+        assert other["spi_out"] == s["spi_in"]
+        assert other["transform"] == s["transform"]
+        assert other["protocol"] == s["protocol"] == "esp"
+
+
+def test_negotiate_delete_over_udp(pair):
+    n1, n2 = pair
+    n1.start()
+    n2.start()
+    r = n1.ctl("up", "host2/pg")
+    assert "established" in r.stdout
+    s1 = n1.ctl_json("sas")["sas"]
+    s2 = n2.ctl_json("sas")["sas"]
+    assert_matching(s1, s2)
+    for s in s1 + s2:
+        assert SA_FIELDS <= set(s)
+        assert re.fullmatch(r"0x[0-9a-f]{8}", s["spi_in"]) and re.fullmatch(r"0x[0-9a-f]{8}", s["spi_out"])
+        assert s["transform"] == "aes128gcm16" and s["mode"] == "transport"
+        assert "keys" not in s
+    human = n1.ctl("sas").stdout
+    assert s1[0]["spi_in"] in human and "aes128gcm16" in human
+    # delete with the peer: both sides lose the pair
+    n1.ctl("down", "host2")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not n1.ctl_json("sas")["sas"] and not n2.ctl_json("sas")["sas"]:
+            break
+        time.sleep(0.1)
+    assert n1.ctl_json("sas")["sas"] == [] and n2.ctl_json("sas")["sas"] == []
+
+
+def test_kinkctl_commands_and_schema(pair):
+    n1, n2 = pair
+    n1.start()
+    n2.start()
+    n1.ctl("up", "host2")
+    st = n1.ctl_json("status")
+    assert st["daemon"]["backend"] == "memory" and st["daemon"]["pid"] == n1.proc.pid
+    assert st["identity"]["principal"] == n1.realm.service(H1)
+    assert st["identity"]["ticket_expiry"] and st["identity"]["ticket_expiry"] > time.time()
+    assert st["peers"][0]["name"] == "host2" and st["peers"][0]["state"] == "alive"
+    assert st["sas"] == 1  # one record per SA pair (spi_in, spi_out)
+    peers = n1.ctl_json("peers")["peers"]
+    assert peers[0]["sas"] == 1 and peers[0]["epoch"]
+    stats = n1.ctl_json("stats")["counters"]
+    assert stats["negotiations.succeeded"] >= 1 and stats["tx.datagrams"] >= 1
+    text = n1.ctl("metrics").stdout
+    assert "# TYPE kinkd_negotiations_succeeded_total counter" in text
+    assert re.search(r'^kinkd_sas\{state="mature"\} 1$', text, re.M)
+    assert "kinkd_kdc_request_seconds_bucket" in text
+    # keys only for root, only on request
+    keyed = n1.ctl_json("sas", "--show-keys")["sas"]
+    if os.getuid() == 0:
+        assert all(len(s["keys"]["in"]["encryption"]) == 40 for s in keyed)  # 16 key + 4 salt
+    human = n1.ctl("status").stdout
+    assert "identity kink/host1.kink.test@KINK.TEST" in human and "host2" in human
+    # errors are clear and exit non-zero
+    bad = n1.ctl("up", "nosuchpeer", check=False)
+    assert bad.returncode == 1 and "no peer named 'nosuchpeer'" in bad.stderr
+    gone = subprocess.run([str(BIN / "kinkctl"), "--socket", str(n1.directory / "nope.sock"),
+                           "status"], capture_output=True, text=True)
+    assert gone.returncode == 1 and "is kinkd running?" in gone.stderr
+
+
+def test_both_sides_derive_the_same_keys(pair):
+    n1, n2 = pair
+    n1.start()
+    n2.start()
+    n1.ctl("up", "host2")
+    if os.getuid() != 0:
+        pytest.skip("--show-keys needs root")
+    k1 = {s["spi_in"]: s["keys"] for s in n1.ctl_json("sas", "--show-keys")["sas"]}
+    k2 = {s["spi_out"]: s["keys"] for s in n2.ctl_json("sas", "--show-keys")["sas"]}
+    assert k1.keys() == k2.keys()
+    for spi in k1:
+        assert k1[spi]["in"] == k2[spi]["out"]
+
+
+def test_sighup_reload_keeps_unchanged_sas(pair):
+    n1, n2 = pair
+    server = [child(server=True), child("ssh", 22, server=True)]
+    n1.configure(children1=[child(), child("ssh", 22)], children2=server)
+    n1.start()
+    n2.start()
+    n1.ctl("up", "host2")
+    before = {s["spi_in"] for s in n1.ctl_json("sas")["sas"]}
+    assert len(before) == 2
+    # change only the ssh child's proposals, keep pg
+    n1.configure(children1=[child(), child("ssh", 22, proposals=("aes256gcm16",))],
+                 children2=server)
+    n1.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "reloaded" not in n1.log():
+        time.sleep(0.05)
+    log = n1.log()
+    assert "child host2/ssh changed" in log
+    pg = {s["spi_in"] for s in n1.ctl_json("sas")["sas"] if s["child"] == "pg"}
+    assert pg and pg <= before
+    r = n1.ctl_json("reload")
+    assert r["changes"] == []
+
+
+def test_sigterm_clean_exit_and_state_file(pair):
+    n1, n2 = pair
+    n1.start()
+    n2.start()
+    n1.ctl("up", "host2")
+    assert n1.stop() == 0
+    assert not os.path.exists(n1.socket)
+    st = os.stat(n1.state_file)
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    state = json.loads(n1.state_file.read_text())
+    assert len(state["sadb"]["sas"]) >= 1
+    assert "stopped" in n1.log()
+
+
+def test_restart_with_state_file_renegotiates(pair):
+    n1, n2 = pair
+    n1.start()
+    n2.start()
+    n1.ctl("up", "host2")
+    old = {s["spi_in"] for s in n2.ctl_json("sas")["sas"]}
+    assert n1.stop() == 0
+    time.sleep(1.1)  # a new epoch (seconds)
+    n1.start()
+    deadline = time.monotonic() + 15
+    new = set()
+    while time.monotonic() < deadline:
+        s1 = n1.ctl_json("sas")["sas"]
+        s2 = n2.ctl_json("sas")["sas"]
+        new = {s["spi_in"] for s in s2}
+        if s1 and s2 and not (new & old) and len(s1) == len(s2):
+            break
+        time.sleep(0.1)
+    assert new and not (new & old), "the survivor kept SAs of the old epoch"
+    assert "state-restored" in n1.log()
+    assert_matching(n1.ctl_json("sas")["sas"], n2.ctl_json("sas")["sas"])
+
+
+def test_kinit_then_connect(pair, tmp_path):
+    n1, n2 = pair
+    n1.start()
+    n2.start()
+    cc = f"FILE:{tmp_path}/alice.ccache"
+    n1.realm.kinit("alice", ccache=cc)
+    r = n1.ctl("up", "host2/pg", "--as-user", env={"KRB5CCNAME": cc})
+    assert "established" in r.stdout
+    assert_matching(n1.ctl_json("sas")["sas"], n2.ctl_json("sas")["sas"])
+    assert "alice@KINK.TEST" in n2.log()
+
+
+def test_user_not_allowed_is_refused(pair, tmp_path):
+    n1, n2 = pair
+    n1.start()
+    n2.start()
+    cc = f"FILE:{tmp_path}/bob.ccache"
+    n1.realm.kinit("bob", ccache=cc)
+    r = n1.ctl("up", "host2/pg", "--as-user", "--timeout", "10", env={"KRB5CCNAME": cc},
+               check=False)
+    assert r.returncode == 1
+    assert n2.ctl_json("sas")["sas"] == []
+    assert "bob@KINK.TEST" in n2.log()
+
+
+def test_check_config_cli(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[daemon]\nbackend = "pfkey"\nkeytab = "/nonexistent"\n')
+    r = subprocess.run([str(BIN / "kinkd"), "--check-config", str(bad)], capture_output=True,
+                       text=True)
+    assert r.returncode == 1
+    assert f"{bad}:3: daemon.keytab: keytab /nonexistent does not exist" in r.stderr
+    bad.write_text('[daemon]\nkeytab = "/dev/null"\nbackend = "pfkey"\n')
+    r = subprocess.run([str(BIN / "kinkd"), "--check-config", str(bad)], capture_output=True,
+                       text=True)
+    assert r.returncode == 1
+    assert f"{bad}:3: daemon.backend: unknown backend 'pfkey'" in r.stderr
+    for prog in ("kinkd", "kinkctl"):
+        h = subprocess.run([str(BIN / prog), "--help"], capture_output=True, text=True)
+        assert h.returncode == 0 and "usage" in h.stdout
