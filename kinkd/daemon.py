@@ -102,17 +102,22 @@ class Daemon:
                              local_address=local)
 
     def _build_backend(self) -> None:
-        if self.backend_name == "xfrm":
-            from kinkd.backends.xfrm import XfrmBackend, probe_kernel
+        self.backend = MemoryBackend()  # always: the daemon's own record of installed SAs
+        if self.backend_name != "xfrm":
+            return
+        from kinkd.backends.xfrm import XfrmBackend
 
-            support = probe_kernel()
-            if not support.xfrm:
-                raise RuntimeError(f"backend xfrm unavailable: {support.reason}")
-            self.xfrm = XfrmBackend()
-            if not support.esp:
-                self.kernel_note = support.reason
-                log("warning", "backend", support.reason, backend="xfrm")
-        self.backend = MemoryBackend()
+        try:
+            self.xfrm = XfrmBackend(addresses=self._sa_addresses)
+        except OSError as e:
+            raise RuntimeError(f"backend xfrm unavailable: {e}") from None
+        support = self.xfrm.support
+        if support is not None and not support.xfrm:
+            raise RuntimeError(f"backend xfrm unavailable: {support.reason}")
+        if support is not None and not support.esp:
+            # Policies and ACQUIRE work, SAs cannot be installed: keep them in the daemon.
+            self.kernel_note = support.reason
+            log("warning", "backend", support.reason, backend="xfrm")
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -164,7 +169,8 @@ class Daemon:
         for sa in old.sas():
             if self.xfrm is not None and self.kernel_note is None:
                 for direction in ("in", "out"):
-                    self._xfrm_remove(api.RemoveSA(sa, direction))
+                    with contextlib.suppress(Exception):
+                        self.xfrm.remove(sa, direction)
             p = self.config.peer(sa.peer)
             if sa.initiator and p is not None and p.child(sa.child) is not None:
                 if (p.child(sa.child).start or p.start) != "start":  # "start" ones start anyway
@@ -225,11 +231,11 @@ class Daemon:
                     log("debug", "send-failed", str(err), dst=f"{e.addr[0]}:{e.addr[1]}")
             elif t is api.InstallSA:
                 self.backend.install(e.sa, e.direction, e.replace)
-                if self.xfrm is not None and self.kernel_note is None:
+                if self.xfrm is not None:
                     self._xfrm_install(e)
             elif t is api.RemoveSA:
                 self.backend.remove(e.sa, e.direction)
-                if self.xfrm is not None and self.kernel_note is None:
+                if self.xfrm is not None:
                     self._xfrm_remove(e)
             elif t is api.FetchTicket:
                 self._fetch_ticket(e)
@@ -347,49 +353,120 @@ class Daemon:
     # --- xfrm -----------------------------------------------------------------------------------
 
     def _start_xfrm(self) -> None:
-        x = self.xfrm
+        """Install the trap policies (start = "trap") and listen for ACQUIRE/EXPIRE."""
+        self.policies: set[tuple[str, str]] = set()
         for peer in self.config.peers:
             for child in peer.children:
                 if (child.start or peer.start) == "trap":
-                    try:
-                        x.install_trap(peer, child, self._local_address_for(peer))
-                    except Exception as e:  # noqa: BLE001
-                        log("error", "trap-install-failed", str(e), peer=peer.name, child=child.name)
-        self.loop.add_reader(x.fileno(), self._xfrm_events)
+                    self._ensure_policy(peer.name, child.name)
+        self.loop.add_reader(self.xfrm.fileno(), self._xfrm_events)
+
+    def _child_selectors(self, peer: cfgmod.PeerConfig, child: cfgmod.ChildConfig):
+        from kinkd.backends.xfrm import ChildSelectors
+
+        return ChildSelectors(self._local_address_for(peer), peer.address.host,
+                              child.local_ts, child.remote_ts)
+
+    def _ensure_policy(self, peer_name: str, child_name: str) -> None:
+        if (peer_name, child_name) in self.policies:
+            return
+        p = self.config.peer(peer_name)
+        c = p.child(child_name) if p else None
+        if c is None:
+            return
+        from isakmp.doi import ProtocolId
+
+        proto = ProtocolId.ESP if c.esp_proposals else ProtocolId.AH
+        try:
+            self.xfrm.install_policy(c.name, self._child_selectors(p, c), peer=p.name,
+                                     protocol=proto, mode=c.mode)
+        except Exception as e:  # noqa: BLE001 - reported, the daemon keeps running
+            log("error", "policy-install-failed", str(e), peer=p.name, child=c.name)
+            return
+        self.policies.add((peer_name, child_name))
+        log("info", "policy-installed", "kernel policies installed", peer=p.name, child=c.name,
+            trap=(c.start or p.start) == "trap")
+
+    def _drop_policy_if_unused(self, peer_name: str, child_name: str) -> None:
+        p = self.config.peer(peer_name)
+        c = p.child(child_name) if p else None
+        if (peer_name, child_name) not in self.policies or c is None:
+            return
+        if (c.start or p.start) == "trap":
+            return  # trap policies stay: they start the next negotiation
+        if any(sa.peer == peer_name and sa.child == child_name for sa in self.engine.sas()):
+            return
+        with contextlib.suppress(Exception):
+            self.xfrm.remove_policy(c.name, self._child_selectors(p, c))
+        self.policies.discard((peer_name, child_name))
+
+    def _remove_all_policies(self) -> None:
+        for peer_name, child_name in list(getattr(self, "policies", ())):
+            p = self.config.peer(peer_name)
+            c = p.child(child_name) if p else None
+            if c is not None:
+                with contextlib.suppress(Exception):
+                    self.xfrm.remove_policy(c.name, self._child_selectors(p, c))
+        self.policies = set()
+
+    def _sa_addresses(self, sa):
+        from kinkd.backends.xfrm import SAAddresses
+
+        p = self.config.peer(sa.peer)
+        if p is None:
+            raise ValueError(f"SA of unknown peer {sa.peer!r}")
+        return SAAddresses(self._local_address_for(p), p.address.host)
 
     def _local_address_for(self, peer: cfgmod.PeerConfig) -> str:
-        fam = socket.AF_INET6 if ":" in peer.address.host else socket.AF_INET
+        """Our address towards PEER: a configured listen address of its family, else the route."""
+        fam6 = ":" in peer.address.host
+        for ep in self.config.daemon.listen:
+            if (":" in ep.host) == fam6 and ep.host not in ("0.0.0.0", "::"):
+                return ep.host
+        fam = socket.AF_INET6 if fam6 else socket.AF_INET
         s = socket.socket(fam, socket.SOCK_DGRAM)
         try:
             s.connect((peer.address.host, peer.address.port))
             return s.getsockname()[0]
         except OSError:
-            return "::" if fam == socket.AF_INET6 else "0.0.0.0"
+            return "::" if fam6 else "0.0.0.0"
         finally:
             s.close()
 
     def _xfrm_events(self) -> None:
+        from isakmp.sadb import AcquireRequest
+        from kinkd.backends.xfrm import ExpireEvent
+
         try:
             events = self.xfrm.read_events()
         except Exception as e:  # noqa: BLE001
             log("warning", "xfrm-read-failed", str(e))
             return
         for ev in events:
-            kind = type(ev).__name__
-            if kind == "AcquireRequest":
+            if isinstance(ev, AcquireRequest):
+                self.engine.stats.inc("kernel.acquires")
+                log("debug", "acquire", "kernel ACQUIRE", peer=ev.peer, child=ev.child)
                 self._apply(self.engine.acquire(ev, self.now()))
-            elif kind == "ExpireEvent":
+            elif isinstance(ev, ExpireEvent):
                 self._apply(self.engine.kernel_expire(ev.spi, ev.hard, self.now()))
+            else:
+                self.engine.stats.inc("kernel.events-lost")
 
     def _xfrm_install(self, e: api.InstallSA) -> None:
+        self._ensure_policy(e.sa.peer, e.sa.child)
+        if self.kernel_note is not None:
+            return  # no ESP/AH in this kernel: the SA lives in the daemon only
         try:
-            self.xfrm.install_sa(e.sa, e.direction, replace=e.replace)
+            self.xfrm.install(e.sa, e.direction, e.replace)
         except Exception as err:  # noqa: BLE001
             log("error", "kernel-install-failed", str(err), peer=e.sa.peer, child=e.sa.child)
 
     def _xfrm_remove(self, e: api.RemoveSA) -> None:
-        with contextlib.suppress(Exception):
-            self.xfrm.remove_sa(e.sa, e.direction)
+        if self.kernel_note is None:
+            with contextlib.suppress(Exception):
+                self.xfrm.remove(e.sa, e.direction)
+        if e.direction == "in":
+            self._drop_policy_if_unused(e.sa.peer, e.sa.child)
 
     # --- control ------------------------------------------------------------------------------
 
@@ -582,6 +659,10 @@ class Daemon:
         if self.xfrm is not None:
             with contextlib.suppress(Exception):
                 self.loop.remove_reader(self.xfrm.fileno())
+            if self.config.daemon.on_shutdown == "delete" or self.kernel_note is not None:
+                # without kernel SAs, leftover policies would only block traffic
+                self._remove_all_policies()
+            with contextlib.suppress(Exception):
                 self.xfrm.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         log("info", "stopped", "kinkd stopped")

@@ -46,6 +46,7 @@ class Node:
     realm: Realm
     proc: subprocess.Popen | None = None
     extra_env: dict = field(default_factory=dict)
+    wrap: list = field(default_factory=list)  # e.g. ["ip", "netns", "exec", NS]
 
     @property
     def config_path(self) -> Path:
@@ -72,7 +73,7 @@ class Node:
 
     def start(self, wait: bool = True) -> None:
         self.proc = subprocess.Popen(
-            [str(BIN / "kinkd"), "--config", str(self.config_path)],
+            [*self.wrap, str(BIN / "kinkd"), "--config", str(self.config_path)],
             env=self.env(), cwd=REPO, stdin=subprocess.DEVNULL,
             stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
         )

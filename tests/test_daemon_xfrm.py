@@ -1,0 +1,127 @@
+"""kinkd with the XFRM backend inside a network namespace: trap policies, ACQUIRE -> CREATE.
+
+This kernel has XFRM but no ESP: the daemon says so at start-up, installs the
+policies of its children, and a packet matching a `start = "trap"` child makes the
+kernel emit ACQUIRE, which starts a KINK CREATE. Everything (KDC, both daemons)
+runs inside one namespace the test creates, with 198.18.0.1 and .2 on its lo; host2
+is a tunnel-mode gateway for 198.19.2.0/24, a subnet routed out of a veth.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests import realm as realmlib
+from tests.daemons import Node, write_config
+from tests.support.netns import can_create_netns
+
+H1, H2 = "host1.kink.test", "host2.kink.test"
+PORT = 910
+
+
+def sh(ns: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True,
+                          check=check, timeout=60)
+
+
+@pytest.fixture
+def ns():
+    ok, why = can_create_netns()
+    if not ok:
+        pytest.skip(why)
+    name = f"kinkd-trap-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        sh(name, "ip", "link", "set", "lo", "up")
+        sh(name, "ip", "addr", "add", "198.18.0.1/32", "dev", "lo")
+        sh(name, "ip", "addr", "add", "198.18.0.2/32", "dev", "lo")
+        # a subnet "behind" host2, routed out of a veth: traffic to it is not local, so the
+        # kernel looks up the outbound policy and emits ACQUIRE (no dummy driver here)
+        sh(name, "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+        sh(name, "ip", "link", "set", "v0", "up")
+        sh(name, "ip", "link", "set", "v1", "up")
+        sh(name, "ip", "route", "add", "198.19.2.0/24", "dev", "v0", "src", "198.18.0.1")
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "pids", name], capture_output=True)
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout
+        for pid in pids.split():
+            try:
+                os.kill(int(pid), 9)
+            except OSError:
+                pass
+        subprocess.run(["ip", "netns", "del", name])
+
+
+@pytest.fixture
+def bed(ns, tmp_path):
+    rdir = tmp_path / "realm"
+    subprocess.run(["ip", "netns", "exec", ns, sys.executable, str(realmlib.REALM_TOOL), "up",
+                    str(rdir), "--host", H1, "--host", H2, "--user", "alice"], check=True,
+                   capture_output=True, timeout=120)
+    realm = realmlib.load(rdir)
+    n1 = Node(H1, "198.18.0.1", PORT, tmp_path / "h1", realm, wrap=["ip", "netns", "exec", ns])
+    n2 = Node(H2, "198.18.0.2", PORT, tmp_path / "h2", realm, wrap=["ip", "netns", "exec", ns])
+    for n in (n1, n2):
+        n.directory.mkdir()
+    try:
+        yield ns, realm, n1, n2
+    finally:
+        for n in (n1, n2):
+            try:
+                n.stop()
+            except Exception:  # noqa: BLE001
+                pass
+        realmlib.down(realm)
+
+
+def test_trap_policy_acquire_starts_create(bed):
+    ns, realm, n1, n2 = bed
+    child1 = {"name": "app", "local_ts": ["dynamic"], "remote_ts": ["198.19.2.0/24[udp/5555]"],
+              "esp_proposals": ["aes128gcm16"], "start": "trap", "mode": "tunnel"}
+    child2 = {"name": "app", "local_ts": ["198.19.2.0/24[udp/5555]"], "remote_ts": ["dynamic"],
+              "esp_proposals": ["aes128gcm16"], "mode": "tunnel"}
+    write_config(n1, [{"name": "host2", "address": f"198.18.0.2:{PORT}",
+                       "principal": realm.service(H2), "child": [child1]}],
+                 daemon_extra='backend = "xfrm"\non_shutdown = "delete"')
+    write_config(n2, [{"name": "host1", "address": f"198.18.0.1:{PORT}",
+                       "principal": realm.service(H1), "child": [child2]}])
+    n2.start()
+    n1.start()
+    # the kernel refuses ESP SAs here: the daemon says so clearly, once, at start-up
+    assert "no ESP support" in n1.log()
+    st = n1.ctl_json("status")
+    assert st["daemon"]["backend"] == "xfrm" and "no ESP support" in st["daemon"]["kernel"]
+    pol = sh(ns, "ip", "xfrm", "policy").stdout
+    assert "src 198.18.0.1/32 dst 198.19.2.0/24 proto udp dport 5555" in pol
+    assert "tmpl src 198.18.0.1 dst 198.18.0.2" in pol and "mode tunnel" in pol
+    assert "dir out" in pol and "dir in" in pol and "proto esp" in pol
+    assert n1.ctl_json("sas")["sas"] == []
+    # one UDP packet matching the trap: the kernel emits ACQUIRE, kinkd negotiates
+    sh(ns, sys.executable, "-c",
+       "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+       "s.bind(('198.18.0.1', 0))\n"
+       "try:\n s.sendto(b'hello', ('198.19.2.7', 5555))\nexcept OSError:\n pass\n")
+    deadline = time.monotonic() + 15
+    s1 = s2 = []
+    while time.monotonic() < deadline:
+        s1 = n1.ctl_json("sas")["sas"]
+        s2 = n2.ctl_json("sas")["sas"]
+        if s1 and s2:
+            break
+        time.sleep(0.1)
+    assert s1 and s2, n1.log()[-3000:]
+    assert s1[0]["spi_in"] == s2[0]["spi_out"] and s1[0]["spi_out"] == s2[0]["spi_in"]
+    assert s1[0]["child"] == "app" and s1[0]["transform"] == "aes128gcm16"
+    assert "acquire" in n1.log()
+    stats = json.loads(n1.ctl("stats", "--json").stdout)["counters"]
+    assert stats.get("kernel.acquires", 0) >= 1
+    # on_shutdown = "delete": SAs deleted with the peer, policies removed
+    assert n1.stop() == 0
+    assert "198.19.2.0/24" not in sh(ns, "ip", "xfrm", "policy").stdout
