@@ -128,11 +128,15 @@ class Node:
             raise
 
 
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def write_config(node: Node, peers: list[dict], daemon_extra: str = "", timers: str = "") -> None:
     d = node.directory
     lines = [
         "[daemon]",
-        f'listen = ["{node.address}:{node.port}"]',
+        f'listen = ["{_hostport(node.address, node.port)}"]',
         f'principal = "{node.realm.service(node.name)}"',
         f'keytab = "{node.realm.keytab(node.name)}"',
         f'state_file = "{d}/state.json"',

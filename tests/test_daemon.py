@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import time
@@ -248,3 +249,41 @@ def test_check_config_cli(tmp_path):
     for prog in ("kinkd", "kinkctl"):
         h = subprocess.run([str(BIN / prog), "--help"], capture_output=True, text=True)
         assert h.returncode == 0 and "usage" in h.stdout
+
+
+def test_ipv6_json_logs_and_metrics_endpoint(realm, tmp_path):
+    """Two daemons over IPv6 loopback, JSON log lines, Prometheus over TCP."""
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+    mport = free_udp_port()
+    n1 = Node(H1, "::1", port, tmp_path / "h1", realm)
+    n2 = Node(H2, "::1", port + 1, tmp_path / "h2", realm)
+    for n in (n1, n2):
+        n.directory.mkdir()
+    srv = [dict(child(), local_ts=["dynamic[tcp/5432]"], remote_ts=["dynamic"])]
+    write_config(n1, [{"name": "host2", "address": f"[::1]:{port + 1}", "principal": realm.service(H2),
+                       "child": [child()]}],
+                 daemon_extra=f'log_format = "json"\nmetrics_listen = "127.0.0.1:{mport}"')
+    write_config(n2, [{"name": "host1", "address": f"[::1]:{port}", "principal": realm.service(H1),
+                       "child": srv}])
+    try:
+        n1.start()
+        n2.start()
+        n1.ctl("up", "host2")
+        assert_matching(n1.ctl_json("sas")["sas"], n2.ctl_json("sas")["sas"])
+        lines = [json.loads(x) for x in n1.log().splitlines() if x.startswith("{")]
+        events = {x["event"] for x in lines}
+        assert {"started", "sa-established"} <= events
+        est = next(x for x in lines if x["event"] == "sa-established")
+        assert est["peer"] == "host2" and est["level"] == "info"
+        with socket.create_connection(("127.0.0.1", mport), timeout=5) as c:
+            c.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            body = b""
+            while chunk := c.recv(65536):
+                body += chunk
+        assert body.startswith(b"HTTP/1.0 200 OK")
+        assert b"kinkd_negotiations_succeeded_total 1" in body
+    finally:
+        for n in (n1, n2):
+            n.stop()
