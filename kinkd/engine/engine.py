@@ -729,8 +729,11 @@ class Engine:
         ack_request = False
         pending: list[int] | None = None
         if peer is None:
-            inner = self._refusal(NotifyType.AUTHENTICATION_FAILED, out, None, None,
-                                  f"principal {client} is not allowed", client)
+            pname, cname = self._refused_policy(msg, addr, local)
+            inner = self._refusal(NotifyType.AUTHENTICATION_FAILED, out, pname, cname,
+                                  f"principal {client} is not allowed"
+                                  + (f" by peer {pname}" if pname else ""), client,
+                                  policy=pname)
         elif mtype == MessageType.CREATE:
             inner, ack_request, pending = self._resp_create(msg, acc, peer, addr, local, now,
                                                             out)
@@ -752,6 +755,31 @@ class Engine:
     def _cache_gone(self, key: tuple, e: CacheEntry, now: float, out: list) -> None:
         if e.pending_sas:
             self._ack_timeout(key, e, now, out)
+
+    def _refused_policy(self, msg: wire.KinkMessage, addr: Address,
+                        local: Address | None) -> tuple[str | None, str | None]:
+        """For the log of a refused principal: the peer configured for the source address
+        and, for a CREATE, its child whose selectors the request asks for (best effort)."""
+        cands = self._by_host.get(addr[0])
+        if not cands:
+            return None, None
+        p = cands[0]
+        if msg.type != MessageType.CREATE:
+            return p.name, None
+        ch = None
+        try:
+            isa = msg.find(IsakmpPayload)
+            pls = isa.payloads() if isa is not None and isa.qm_version_ok else []
+            ids = [x for x in pls if type(x) is Identification]
+            local_host = self._local_host(local)
+            if len(ids) == 2:
+                remote_ts, local_ts = id_to_ts(ids[0]), id_to_ts(ids[1])
+            else:
+                remote_ts, local_ts = host_ts(addr[0]), host_ts(local_host)
+            ch = match_child(p.cfg.children, local_ts, remote_ts, local_host, addr[0])
+        except (IsakmpError, KinkDecodeError, ValueError):
+            pass
+        return p.name, ch.name if ch is not None else None
 
     def _refusal(self, notify: int, out: list, peer: str | None, child: str | None,
                  why: str, principal: str, protocol: int = 0, spi: bytes = b"",
