@@ -136,6 +136,8 @@ class EventKind(StrEnum):
     NOTIFY_RECEIVED = "notify-received"
     DELETE_DONE = "delete-done"
     STATUS_DONE = "status-done"
+    REKEY_SKIPPED = "rekey-skipped"  # a user's SA after a restart: left to expire
+    SHUTDOWN_DONE = "shutdown-done"  # shutdown(): every DELETE answered or given up
 
 
 @dataclass(frozen=True, slots=True)

@@ -198,9 +198,12 @@ class SAMeta:
     in_installed: bool = False
     out_installed: bool = False
     deleting: bool = False
+    #: client principal of the user credentials an SA we initiated for ``initiate(user=...)``
+    #: was created with (persisted: after a restart the handle is gone, the owner is not)
+    user_principal: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "remote_principal": self.remote_principal,
             "initiator_principal": self.initiator_principal,
             "ni": self.ni.hex(),
@@ -208,9 +211,13 @@ class SAMeta:
             "out": self.out_installed,
             "deleting": self.deleting,
         }
+        if self.user_principal is not None:
+            d["user_principal"] = self.user_principal
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SAMeta:
+        up = d.get("user_principal")
         return cls(
             d.get("remote_principal", ""),
             d.get("initiator_principal", ""),
@@ -219,7 +226,13 @@ class SAMeta:
             bool(d.get("in", True)),
             bool(d.get("out", True)),
             bool(d.get("deleting", False)),
+            str(up) if up else None,
         )
+
+    @property
+    def orphaned_user(self) -> bool:
+        """A user's SA whose credentials handle is gone (restart): never rekeyed as daemon."""
+        return self.user is None and self.user_principal is not None
 
 
 class Engine:
@@ -264,6 +277,9 @@ class Engine:
         self._gettgt: dict[str, Txn] = {}
         self._tgt_waiters: dict[str, list[Txn]] = {}
         self._peers: dict[str, PeerState] = {}
+        self._stopping = False  # shutdown() was called
+        self._shutdown_emitted = False
+        self._shutdown_stats = {"answered": 0, "given_up": 0}
         self._apply_config(config)
 
     # ------------------------------------------------------------------ config
@@ -411,6 +427,9 @@ class Engine:
             if child is not None and ch.name != child:
                 continue
             cur = self._live(p.name, ch.name)
+            for r in [r for r in cur if self._meta[r.id].orphaned_user]:
+                self._rekey_skipped(r, self._meta[r.id], out)
+            cur = [r for r in cur if not self._meta[r.id].orphaned_user]
             if cur:
                 m = self._meta.get(cur[0].id)
                 self._initiate_child(p, ch, now, out, user=m.user if m else None,
@@ -440,17 +459,68 @@ class Engine:
         return out
 
     def acquire(self, selector: Any, now: float) -> list[Effect]:
-        """Kernel ACQUIRE (``isakmp.sadb.AcquireRequest`` with ``peer``/``child``)."""
+        """Kernel ACQUIRE: CREATE the child SA the triggering traffic needs.
+
+        ``selector`` is an ``isakmp.sadb.AcquireRequest``. When the backend filled in
+        ``peer``/``child`` (kinkd.backends.xfrm does from the policy's reqid) that child
+        is negotiated. Otherwise the flow in ``.selectors`` is matched against the
+        children: an xfrm ``Acquire`` (its ``traffic_selectors()``; peers whose
+        address is its ``daddr`` first), a :class:`Selectors` or a ``(local, remote)``
+        pair of ``TrafficSelector``. The first child whose selectors (``dynamic``
+        resolved to the two KINK addresses) cover the flow is negotiated. Repeated
+        ACQUIREs while a CREATE of that child is in flight, or while its SA is up, add
+        nothing (one CREATE).
+        """
+        out: list[Effect] = []
+        self.stats["acquires"] += 1
         peer = getattr(selector, "peer", None)
         child = getattr(selector, "child", None)
-        if peer is None:
-            return []
-        return self.initiate(peer, child, now)
+        if peer is not None and child is not None:
+            return self.initiate(str(peer), child, now)
+        flow = _acquire_flow(getattr(selector, "selectors", selector))
+        if flow is None:
+            if peer is not None:
+                return self.initiate(str(peer), None, now)
+            self.stats["acquires.unmatched"] += 1
+            self._event(out, EventKind.NEGOTIATION_FAILED, None, None,
+                        "ACQUIRE without peer/child or flow selectors", "warning",
+                        reason="acquire-no-policy")
+            return out
+        local, remote = flow
+        daddr = getattr(getattr(selector, "selectors", None), "daddr", None)
+        peers = list(self._peers.values()) if peer is None else \
+            [p for p in (self._peers.get(str(peer)),) if p is not None]
+        if daddr is not None:
+            d = str(daddr)
+            peers.sort(key=lambda p: p.cfg.address.host != d)
+        local_host = self._local_host(None)
+        for p in peers:
+            ch = match_child(p.cfg.children, local, remote, local_host, p.cfg.address.host)
+            if ch is not None:
+                self._initiate_child(p, ch, now, out)
+                return out
+        self.stats["acquires.unmatched"] += 1
+        self._event(out, EventKind.NEGOTIATION_FAILED, None, None,
+                    f"ACQUIRE for {local} <-> {remote} matches no child", "warning",
+                    reason="acquire-no-policy")
+        return out
 
-    def kernel_expire(self, spi: int, hard: bool, now: float) -> list[Effect]:
+    def kernel_expire(self, spi: int, hard: bool, now: float, *,
+                      inbound: bool | None = None) -> list[Effect]:
+        """Kernel EXPIRE of one SA direction (byte or time limit).
+
+        ``spi`` is our inbound SPI (``inbound=True``), the peer's SPI of an outbound SA
+        (``inbound=False``) or unknown (``None``: inbound SPIs first, then outbound
+        ones). Soft: the initiator of the SA rekeys it (the responder does nothing,
+        RFC 4430 §3.6). Hard: both directions are removed (Event SA_DELETED); a child
+        with start = "start" is negotiated again by its initiator side.
+        """
         out: list[Effect] = []
-        rec = self.sadb.by_spi_in(spi)
+        rec = self.sadb.by_spi_in(spi) if inbound is not False else None
+        if rec is None and inbound is not True:
+            rec = next((r for r in self.sadb if r.spi_out == spi), None)
         if rec is None:
+            self.stats["kernel_expire.unknown"] += 1
             return out
         ev = self.sadb.mark_expired(rec.id, ExpiryKind.HARD if hard else ExpiryKind.SOFT, now)
         if ev is not None:
@@ -468,18 +538,83 @@ class Engine:
             self.stats["errors.internal"] += 1
             self._event(out, EventKind.NEGOTIATION_FAILED, None, None,
                         f"internal error in timers: {type(e).__name__}: {e}", "error")
+        if self._stopping:
+            self._maybe_shutdown_done(now, out)
         return out
 
     def reconfigure(self, config: Config, now: float) -> list[Effect]:
+        """Apply a new policy (SIGHUP). Rules, per (peer, child) by name:
+
+        * removed peer or child: CREATEs in flight are abandoned (a best-effort DELETE
+          names the SPI we offered, as after a timeout); LARVAL SAs are removed at once;
+          established SAs are deleted with a DELETE command to the peer *as configured
+          before* (address, principal, ticket): outbound at once, inbound when the
+          REPLY arrives (after ``delete_grace``) or the DELETE is given up.
+        * changed child: when its traffic selectors, mode or IPsec protocol changed the
+          SAs no longer describe the configured traffic, so they are *replaced now*: a
+          CREATE under the new policy (either side may do it, like an operator rekey),
+          and the old pair is DELETEd after ``delete_grace`` once the new one is up (if
+          the CREATE fails, the old SAs stay until their lifetime). Any other change
+          (proposals, lifetimes, start, ...) keeps the SAs untouched until their next
+          rekey, which negotiates under the new policy. CREATEs in flight finish under
+          the policy they started with.
+        * unchanged peer/child: untouched (SAs, transactions, timers, tickets).
+        * children with start = "start" that have no SA are negotiated.
+        """
         out: list[Effect] = []
+        old_peers = dict(self._peers)
+        old_cfgs = {n: ps.cfg for n, ps in old_peers.items()}
         self._apply_config(config)
-        for rec in list(self.sadb):
-            p = self._peers.get(rec.peer)
-            if p is None or p.cfg.child(rec.child) is None:
-                self._remove_sa(rec.id, out, "policy removed")
+
+        def gone(peer_name: str, child_name: str | None) -> bool:
+            p = self._peers.get(peer_name)
+            return p is None or (child_name is not None and p.cfg.child(child_name) is None)
+
         for t in list(self._txns.values()):
-            if t.peer.name not in self._peers:
+            if t.kind == Kind.CREATE and gone(t.peer.name, t.child.name):
+                self._cancel_create(t, now, out, "child removed from the configuration")
+            elif t.kind in (Kind.STATUS, Kind.GETTGT) and gone(t.peer.name, None):
                 self._finish_txn(t)
+        for t in self._waiting_txns():
+            if gone(t.peer.name, t.child.name if t.child is not None else None) \
+                    and t.kind != Kind.DELETE:
+                t.state = "done"  # ticket_result / the TGT reply will not start it
+        doomed: dict[str, list] = {}
+        for rec in list(self.sadb):
+            if not gone(rec.peer, rec.child):
+                continue
+            m = self._meta[rec.id]
+            if m.deleting:
+                continue  # a DELETE or its grace timer is already running
+            if rec.state == SAState.LARVAL:
+                self._remove_sa(rec.id, out, "policy removed")
+            else:
+                doomed.setdefault(rec.peer, []).append(rec)
+        for name, recs in doomed.items():
+            ps = self._peers.get(name) or old_peers.get(name)
+            if ps is None:
+                for r in recs:
+                    self._remove_sa(r.id, out, "policy removed")
+                continue
+            self._event(out, EventKind.SA_DELETED, name, None,
+                        f"{len(recs)} SA(s) removed from the configuration: DELETE sent",
+                        level="info", deleted=len(recs), reason="policy removed")
+            self._start_delete(ps, recs, now, out, reason="policy removed")
+        for p in self._peers.values():
+            oc = old_cfgs.get(p.name)
+            for ch in p.cfg.children:
+                prev = oc.child(ch.name) if oc is not None else None
+                if prev is None or prev == ch or not _traffic_changed(prev, ch):
+                    continue
+                cur = [r for r in self._live(p.name, ch.name) if r.state == SAState.MATURE
+                       and not self._meta[r.id].orphaned_user]
+                if cur:
+                    self._event(out, EventKind.NEGOTIATION_STARTED, p.name, ch.name,
+                                "traffic selectors/mode changed: replacing the SAs",
+                                level="info", reason="reconfigured")
+                    m = self._meta[cur[0].id]
+                    self._initiate_child(p, ch, now, out, user=m.user,
+                                         replaces=[r.id for r in cur], force=True)
         for p in self._peers.values():
             for ch in p.cfg.children:
                 if self._child_start(p, ch) == "start" and not self._live(p.name, ch.name):
@@ -487,19 +622,97 @@ class Engine:
         self._changed(out)
         return out
 
+    def _cancel_create(self, t: Txn, now: float, out: list, why: str) -> None:
+        """Abandon a CREATE in flight (its policy went away)."""
+        spis = dict(t.spis) if t.tries else {}
+        self._finish_txn(t)
+        self._abort_create_local(t, out)
+        if spis:
+            isa = IsakmpPayload.from_payloads([Delete(p, [s.to_bytes(4, "big")])
+                                               for p, s in spis.items()])
+            self._start_txn(Txn(Kind.DELETE, t.peer, started=now, isakmp=isa,
+                                reason="cleanup", user=t.user, ukey=t.ukey), now, out)
+        self.stats["negotiations.failed.reconfigured"] += 1
+        self._event(out, EventKind.NEGOTIATION_FAILED, t.peer.name,
+                    t.child.name if t.child else None, why, "info", reason="reconfigured")
+
     def shutdown(self, now: float, delete_sas: bool) -> list[Effect]:
+        """Orderly stop. Nothing new is started afterwards (no CREATE, rekey, DPD, retry;
+        CREATE commands from peers are dropped) and every transaction but DELETEs ends.
+
+        ``delete_sas=False``: SAs stay installed (for a restart with the state file);
+        Event SHUTDOWN_DONE at once. ``delete_sas=True``: outbound SAs are removed at
+        once and a DELETE per peer is sent; the driver keeps calling ``receive`` and
+        ``handle_timers`` (bounded: at most one retransmission cycle, see
+        :meth:`shutdown_deadline`) so that the DELETEs are retransmitted; the inbound
+        SAs are removed when their DELETE is answered or given up, and Event
+        SHUTDOWN_DONE (``fields``: ``answered``, ``given_up``) follows the last one.
+        """
         out: list[Effect] = []
-        if delete_sas:
-            for p in self._peers.values():
-                recs = [r for r in self.sadb.by_peer(p.name) if r.state != SAState.LARVAL]
-                if recs:
-                    self._start_delete(p, recs, now, out, reason="shutdown")
+        self._stopping = True
+        self._shutdown_stats = {"answered": 0, "given_up": 0}
+        keep = delete_sas
+        for t in list(self._txns.values()):
+            if keep and t.kind in (Kind.DELETE, Kind.GETTGT):
+                continue
+            if t.kind == Kind.CREATE:
+                self._abort_create_local(t, out)
+            self._finish_txn(t)
+        for t in self._waiting_txns():
+            if not (keep and t.kind == Kind.DELETE):
+                t.state = "done"
+        self._acked.clear()
+        if not keep:
+            self._txns.clear()
+            self._fetches.clear()
+            self._fetch_keys.clear()
+            self._tgt_waiters.clear()
+            self._gettgt.clear()
+            self._timers = TimerHeap()
+            self._shutdown_finished(now, out)
+            return out
+        for p in self._peers.values():
+            recs = [r for r in self.sadb.by_peer(p.name)
+                    if r.state != SAState.LARVAL and not self._meta[r.id].deleting]
+            if recs:
+                self._start_delete(p, recs, now, out, reason="shutdown")
+        busy = {sa_id for t in self._delete_txns() for sa_id in t.sa_ids}
+        for rec in list(self.sadb):
+            if rec.id not in busy:
+                self._remove_sa(rec.id, out, "shutdown")
+        self._changed(out)
+        self._maybe_shutdown_done(now, out)
+        return out
+
+    def shutdown_deadline(self, now: float) -> float | None:
+        """After :meth:`shutdown` (delete_sas=True): when the driver may stop waiting for
+        Event SHUTDOWN_DONE (one full retransmission cycle plus a KDC round); None once
+        it was emitted."""
+        if not getattr(self, "_stopping", False) or self._shutdown_emitted:
+            return None
+        return now + self._t_retrans + 2 * self.timers.retransmit
+
+    def _delete_txns(self) -> list[Txn]:
+        ts = [t for t in self._txns.values() if t.kind == Kind.DELETE and t.state != "done"]
+        ts.extend(t for t in self._waiting_txns() if t.kind == Kind.DELETE
+                  and t.state != "done")
+        return ts
+
+    def _maybe_shutdown_done(self, now: float, out: list) -> None:
+        if self._stopping and not self._shutdown_emitted and not self._delete_txns():
             for rec in list(self.sadb):
                 self._remove_sa(rec.id, out, "shutdown")
-            self._changed(out)
+            self._shutdown_finished(now, out)
+
+    def _shutdown_finished(self, now: float, out: list) -> None:
+        self._shutdown_emitted = True
         self._txns.clear()
         self._timers = TimerHeap()
-        return out
+        st = self._shutdown_stats
+        self._event(out, EventKind.SHUTDOWN_DONE, None, None,
+                    f"shutdown complete: {st['answered']} DELETE(s) answered, "
+                    f"{st['given_up']} given up", answered=st["answered"],
+                    given_up=st["given_up"], sas=len(self.sadb))
 
     def ticket_result(self, request_id: int, ticket: Any, error: Any, now: float) -> list[Effect]:
         out: list[Effect] = []
@@ -510,8 +723,12 @@ class Engine:
         self._fetch_keys.pop(key, None)
         if error is not None or ticket is None:
             for t in txns:
+                if t.state == "done":
+                    continue
                 t.peer.kdc_failures += 1
                 self._fail(t, now, out, "kdc", f"cannot get a ticket: {error}")
+            if self._stopping:
+                self._maybe_shutdown_done(now, out)
             return out
         for t in txns:
             t.peer.kdc_failures = 0
@@ -519,6 +736,8 @@ class Engine:
             t.ticket = ticket
             if t.state == "ticket":
                 self._begin(t, now, out)
+        if self._stopping:
+            self._maybe_shutdown_done(now, out)
         return out
 
     def tgt_result(self, request_id: int, tgt: Any, error: Any, now: float) -> list[Effect]:
@@ -552,20 +771,37 @@ class Engine:
 
     def import_state(self, data: dict[str, Any], now: float) -> list[Effect]:
         """Load a state file written by :meth:`export_state`; the SAs are assumed still
-        installed in the backend (returns no InstallSA), timers resume."""
+        installed in the backend (returns no InstallSA).
+
+        Timers resume: SA soft/hard lifetimes (re-based on ``now``), DPD of every peer
+        with SAs (armed ``dpd`` seconds from ``now``: silence before the restart is not
+        counted), the DELETE of rekeyed SAs we initiated (``delete_grace`` from ``now``)
+        and the final removal of SAs that were being deleted. Transactions in flight
+        are not persisted; the peers' epochs and clock offsets are. SAs that belonged
+        to a user (``SAMeta.user_principal``) come back without their credentials
+        handle and are not rekeyed (Event REKEY_SKIPPED at their soft lifetime).
+        """
         if data.get("version") != STATE_VERSION:
             raise ValueError(f"unsupported engine state version {data.get('version')!r}")
         recs = self.sadb.import_state(data["sadb"], now,
                                       selectors_decoder=Selectors.from_json)
         metas = data.get("meta", {})
+        grace = self.timers.delete_grace
         for r in recs:
             d = metas.get(str(r.id))
-            self._meta[r.id] = SAMeta.from_dict(d) if d else SAMeta("", "", b"", None, True,
-                                                                   True)
+            m = SAMeta.from_dict(d) if d else SAMeta("", "", b"", None, True, True)
+            self._meta[r.id] = m
             self._group_add(r)
+            if m.deleting:
+                self._timers.set(("grace", r.id), now + grace)
+            elif r.initiator and r.replaced_by is not None:
+                self._timers.set(("rekeydel", r.id), now + grace)
         for n, d in data.get("peers", {}).items():
             if n in self._peers:
                 self._peers[n].load(d)
+        for p in self._peers.values():
+            if self.sadb.by_peer(p.name):
+                self._arm_dpd(p, now)
         return []
 
     # ------------------------------------------------------------------ receive
@@ -594,6 +830,8 @@ class Engine:
             self._drop("internal-error")
             self._event(out, EventKind.NEGOTIATION_FAILED, None, None,
                         f"internal error on receive: {type(e).__name__}: {e}", "error")
+        if self._stopping:
+            self._maybe_shutdown_done(now, out)
         return out
 
     def _decode_error(self, e: KinkDecodeError, addr: Address, now: float, out: list) -> None:
@@ -715,6 +953,9 @@ class Engine:
         mtype = msg.type
         if mtype == MessageType.ACK:
             self._on_ack(msg, acc, peer, addr, now, out)
+            return
+        if self._stopping and mtype == MessageType.CREATE:
+            self._drop("shutting-down")
             return
         key = (addr[0], addr[1], client, msg.xid)
         cache = self._cache
@@ -1148,12 +1389,17 @@ class Engine:
     def _initiate_child(self, peer: PeerState, child: ChildConfig, now: float, out: list, *,
                         user: Any = None, replaces: list[int] | None = None,
                         force: bool = False) -> None:
+        if self._stopping:
+            return
         uk = user_key(user)
+        name = child.name
         for t in self._txns.values():
-            if t.kind == Kind.CREATE and t.peer is peer and t.child is child and t.ukey == uk:
+            if t.kind == Kind.CREATE and t.peer is peer and t.child.name == name \
+                    and t.ukey == uk:
                 return  # already negotiating
         for t in self._waiting_txns():
-            if t.kind == Kind.CREATE and t.peer is peer and t.child is child and t.ukey == uk:
+            if t.kind == Kind.CREATE and t.peer is peer and t.child.name == name \
+                    and t.ukey == uk and t.state != "done":
                 return
         if not force and not replaces:
             mature = [r for r in self._live(peer.name, child.name) if r.state == SAState.MATURE]
@@ -1175,6 +1421,8 @@ class Engine:
         return ws
 
     def _start_status(self, peer: PeerState, now: float, out: list, dpd: bool) -> None:
+        if self._stopping:
+            return
         t = Txn(Kind.STATUS, peer, started=now, dpd=dpd)
         if dpd:
             peer.dpd_xid = 1  # a DPD probe is in progress
@@ -1295,7 +1543,8 @@ class Engine:
                                                             p.life_kilobytes),
                                 initiator=True, keys_in=keys.to_initiator,
                                 selectors=t.selectors, mature=False)
-            self._meta[rec.id] = SAMeta(peer.cfg.principal, tk.client, t.ni, t.user, True, False)
+            self._meta[rec.id] = SAMeta(peer.cfg.principal, tk.client, t.ni, t.user, True, False,
+                                        user_principal=tk.client if t.user is not None else None)
             self._group_add(rec)
             t.larval = [rec.id]
             out.append(InstallSA(rec, "in"))
@@ -1394,7 +1643,8 @@ class Engine:
             self._abort_create_local(t, out)
             n = Txn(Kind.CREATE, t.peer, user=t.user, ukey=t.ukey, started=now, child=t.child,
                     policy=t.policy, replaces=t.replaces, retried_skew=t.retried_skew,
-                    retried_expired=t.retried_expired, retried_u2u=t.retried_u2u)
+                    retried_expired=t.retried_expired, retried_u2u=t.retried_u2u,
+                    no_ke=t.no_ke)
         else:
             n = Txn(t.kind, t.peer, user=t.user, ukey=t.ukey, started=now, isakmp=t.isakmp,
                     sa_ids=t.sa_ids, dpd=t.dpd, reason=t.reason, retried_skew=t.retried_skew,
@@ -1450,8 +1700,10 @@ class Engine:
             return
         kinkerr = msg.find(ErrorPayload)
         if kinkerr is not None and kinkerr.code != ErrorCode.KINK_OK:
-            self._fail(t, now, out, f"kink-error-{kinkerr.code}",
-                       f"peer answered KINK_ERROR {kinkerr.code}")
+            # BADQMVERS / INVDOI: we only speak Quick Mode 1.0 and DOI 1, so there is
+            # nothing to retry with; the reason says what the peer lacks
+            self._fail(t, now, out, f"kink-error-{int(kinkerr.code)}",
+                       _kink_error_text(kinkerr.code))
             return
         if t.kind == Kind.CREATE:
             self._create_reply(t, msg, now, out)
@@ -1485,7 +1737,7 @@ class Engine:
                 t.last_error = "malformed KRB-ERROR"
         kinkerr = msg.find(ErrorPayload)
         if kinkerr is not None:
-            t.last_error = f"unauthenticated KINK_ERROR {kinkerr.code}"
+            t.last_error = f"unauthenticated {_kink_error_text(kinkerr.code)}"
 
     def _plausible_tgt(self, data: bytes) -> bool:
         try:
@@ -1541,6 +1793,10 @@ class Engine:
         for p in pls:
             tp = type(p)
             if tp is Notification and p.is_error:
+                if p.notify_type == NotifyType.INVALID_PAYLOAD_TYPE and \
+                        bytes(p.data)[:1] == b"\x04" and t.dh is not None:
+                    self._retry_without_ke(t, now, out)
+                    return
                 self._fail(t, now, out, f"notify-{int(p.notify_type)}",
                            f"peer refused: notify {getattr(p.notify_type, 'name', p.notify_type)}")
                 return
@@ -1592,8 +1848,9 @@ class Engine:
                                     now=now, lifetime=lifetime, initiator=True, spi_out=spi_r,
                                     keys_in=keys.to_initiator, keys_out=keys.to_responder,
                                     selectors=t.selectors)
-                self._meta[rec.id] = SAMeta(peer.cfg.principal, tk.client, t.ni, t.user, False,
-                                            False)
+                self._meta[rec.id] = SAMeta(
+                    peer.cfg.principal, tk.client, t.ni, t.user, False, False,
+                    user_principal=tk.client if t.user is not None else None)
                 self._group_add(rec)
                 t.larval = [rec.id]
                 out.append(InstallSA(rec, "in"))
@@ -1618,6 +1875,27 @@ class Engine:
                 rekeyed = True
                 self._timers.set(("rekeydel", old_id), now + self.timers.delete_grace)
         self._established(rec, peer, now, out, "initiator", rekeyed=rekeyed)
+
+    def _retry_without_ke(self, t: Txn, now: float, out: list) -> None:
+        """RFC 4430 §3.2 / kink.md §7.2: the responder does not support KE (Notify
+        INVALID-PAYLOAD-TYPE, data = payload type 4). Retry once as a new transaction
+        offering only the child's proposals without PFS; a child whose proposals all
+        name a DH group fails instead (we never drop PFS the policy requires)."""
+        peer, child = t.peer, t.child
+        suites = tuple(s for s in t.policy.suites if s.pfs_group is None)
+        name = child.name if child else None
+        if t.no_ke or not suites:
+            why = ("peer does not support KE (PFS) and every proposal of child "
+                   f"{name} requires it") if not suites else "peer refused KE again"
+            self._fail(t, now, out, f"notify-{int(NotifyType.INVALID_PAYLOAD_TYPE)}", why)
+            return
+        self.stats["negotiations.retried.no-ke"] += 1
+        self._event(out, EventKind.NOTIFY_RECEIVED, peer.name, name,
+                    "peer does not support KE (INVALID-PAYLOAD-TYPE 4): retrying without "
+                    "KE as a new transaction, without PFS", "warning",
+                    notify="INVALID_PAYLOAD_TYPE", reason="retry-without-ke")
+        from isakmp.proposals import Policy
+        self._restart(t, now, out, no_ke=True, policy=Policy(suites))
 
     def _send_ack(self, t: Txn, now: float, out: list, remember: bool) -> None:
         tk = t.ticket
@@ -1670,12 +1948,15 @@ class Engine:
         peer.peer_tgt = bytes(rep.ticket)
         peer.peer_tgt_at = now
         for w in self._tgt_waiters.pop(peer.name, []):
-            self._start_txn(w, now, out)
+            if w.state != "done":
+                self._start_txn(w, now, out)
 
     # ------------------------------------------------------------------ SA removal / DELETE
 
     def _delete_done(self, t: Txn, now: float, out: list, problem: str) -> None:
-        grace = self.timers.delete_grace if not problem else 0.0
+        grace = self.timers.delete_grace if not problem and not self._stopping else 0.0
+        if self._stopping:
+            self._shutdown_stats["given_up" if problem else "answered"] += 1
         n = 0
         for sa_id in t.sa_ids:
             if self.sadb.get(sa_id) is None:
@@ -1793,10 +2074,27 @@ class Engine:
         ch = peer.cfg.child(rec.child) if peer is not None else None
         if ch is None:
             return
+        if m.orphaned_user:
+            self._rekey_skipped(rec, m, out)
+            return
         self._initiate_child(peer, ch, now, out, user=m.user, replaces=[rec.id])
+
+    def _rekey_skipped(self, rec: Any, m: SAMeta, out: list) -> None:
+        """A user's SA whose credentials handle did not survive a restart: it is not
+        rekeyed (not as the user, whose ccache we no longer know, and never silently as
+        the daemon identity); it runs until its hard lifetime."""
+        self.stats["rekeys.skipped"] += 1
+        self._event(out, EventKind.REKEY_SKIPPED, str(rec.peer), rec.child,
+                    f"{rec.protocol.name} SA {rec.spi_in:08x} of {m.user_principal} is not "
+                    f"rekeyed: the user's credentials are unknown since the restart; it "
+                    f"expires at its hard lifetime", "warning", spi_in=rec.spi_in,
+                    principal=m.user_principal, reason="user-credentials-unavailable",
+                    hard_at=rec.hard_at)
 
     def _on_timer(self, key: tuple, now: float, out: list) -> None:
         kind = key[0]
+        if self._stopping and kind not in ("rtx", "grace"):
+            return
         if kind == "rtx":
             t = self._txns.get(key[1])
             if t is None or t.state != "sent":
@@ -1840,7 +2138,8 @@ class Engine:
                 return
             dying = [r for r in self.sadb.by_child(peer.name, ch.name)
                      if r.initiator and r.state == SAState.DYING and r.replaced_by is None
-                     and not self._meta[r.id].deleting]
+                     and not self._meta[r.id].deleting
+                     and not self._meta[r.id].orphaned_user]
             if dying:
                 self._initiate_child(peer, ch, now, out, user=self._meta[dying[0].id].user,
                                      replaces=[dying[0].id])
@@ -1853,6 +2152,46 @@ class Engine:
             for ch in peer.cfg.children:
                 if self._child_start(peer, ch) == "start" and not self._live(peer.name, ch.name):
                     self._initiate_child(peer, ch, now, out)
+
+
+_KINK_ERRORS = {
+    ErrorCode.PROTOERR: "peer answered KINK_PROTOERR (protocol error)",
+    ErrorCode.INVDOI: "peer does not support the IPsec DOI (KINK_INVDOI)",
+    ErrorCode.INVMAJ: "peer does not support KINK major version 1 (KINK_INVMAJ)",
+    ErrorCode.INTERR: "peer answered KINK_INTERR (internal error)",
+    ErrorCode.BADQMVERS: "peer does not support Quick Mode version 1.0 (KINK_BADQMVERS)",
+    ErrorCode.U2UDENIED: "peer refuses user-to-user (KINK_U2UDENIED)",
+}
+
+
+def _kink_error_text(code: int) -> str:
+    return _KINK_ERRORS.get(code, f"peer answered KINK_ERROR {int(code)}")
+
+
+def _traffic_changed(a: ChildConfig, b: ChildConfig) -> bool:
+    """The SAs of child ``a`` do not describe the traffic of child ``b``."""
+    proto_a = "esp" if a.esp_proposals else "ah"
+    proto_b = "esp" if b.esp_proposals else "ah"
+    return (a.local_ts, a.remote_ts, a.mode, proto_a) != (b.local_ts, b.remote_ts, b.mode,
+                                                          proto_b)
+
+
+def _acquire_flow(sel: Any) -> tuple[Any, Any] | None:
+    """(local, remote) TrafficSelector of an ACQUIRE's flow, or None."""
+    if sel is None:
+        return None
+    ts = getattr(sel, "traffic_selectors", None)
+    if callable(ts):
+        try:
+            local, remote = ts()
+        except (ValueError, TypeError, AttributeError):
+            return None
+        return local, remote
+    if isinstance(sel, Selectors):
+        return sel.local, sel.remote
+    if isinstance(sel, tuple) and len(sel) == 2:
+        return sel[0], sel[1]
+    return None
 
 
 def _unused() -> None:  # keep names referenced for linters

@@ -74,6 +74,7 @@ class Txn:
     retried_skew: bool = False
     retried_expired: bool = False
     retried_u2u: bool = False
+    no_ke: bool = False  # retry after INVALID-PAYLOAD-TYPE(KE): offer only non-PFS suites
     # DELETE / STATUS
     sa_ids: list[int] = field(default_factory=list)
     dpd: bool = False
