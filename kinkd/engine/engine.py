@@ -801,6 +801,8 @@ class Engine:
                 self._peers[n].load(d)
         for p in self._peers.values():
             if self.sadb.by_peer(p.name):
+                if p.last_heard is None:
+                    p.last_heard = now  # DPD counts silence from the restart on
                 self._arm_dpd(p, now)
         return []
 
