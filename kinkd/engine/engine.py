@@ -1764,10 +1764,13 @@ class Engine:
             except ValueError:
                 off = None
             if off is not None:
+                # concurrent commands all learn about the same skew: warn once, not per
+                # transaction (estimates differing by network delay are no news)
+                news = abs(off - peer.clock_offset) >= 1.0
                 peer.clock_offset = off
                 self._event(out, EventKind.CLOCK_SKEW_CORRECTED, peer.name, None,
-                            f"clock offset to {peer.name} is now {off:+.3f} s", "warning",
-                            offset=off)
+                            f"clock offset to {peer.name} is now {off:+.3f} s",
+                            "warning" if news else "debug", offset=off)
                 self._changed(out)
                 self._restart(t, now, out, retried_skew=True)
                 return
