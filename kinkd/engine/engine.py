@@ -278,6 +278,8 @@ class Engine:
         self._tgt_waiters: dict[str, list[Txn]] = {}
         self._peers: dict[str, PeerState] = {}
         self._stopping = False  # shutdown() was called
+        #: the CREATE in progress per (peer, child, user key): one at a time
+        self._creating: dict[tuple, Txn] = {}
         self._shutdown_emitted = False
         self._shutdown_stats = {"answered": 0, "given_up": 0}
         self._apply_config(config)
@@ -300,12 +302,14 @@ class Engine:
         self._by_host: dict[str, list[PeerState]] = {}
         self._by_principal: dict[str, list[PeerState]] = {}
         self._policies: dict[tuple[str, str], Any] = {}
+        self._child_cfg: dict[tuple[str, str], ChildConfig] = {}
         for ps in self._peers.values():
             self._by_host.setdefault(ps.cfg.address.host, []).append(ps)
             for pr in (ps.cfg.principal, *ps.cfg.allow_principals):
                 self._by_principal.setdefault(pr, []).append(ps)
             for ch in ps.cfg.children:
                 self._policies[(ps.name, ch.name)] = child_policy(ch)
+                self._child_cfg[(ps.name, ch.name)] = ch
         if not hasattr(self, "_cache"):
             self._cache = ReplyCache(self.timers.reply_cache, max(1024, 4 * lim.max_transactions))
             self._rl = RateLimiter(lim.unauth_rate, lim.unauth_burst, lim.max_sources)
@@ -407,8 +411,11 @@ class Engine:
             self._event(out, EventKind.NEGOTIATION_FAILED, peer, child, "unknown peer",
                         "warning", reason="unknown-peer")
             return out
-        children = p.cfg.children if child is None else [c for c in p.cfg.children
-                                                          if c.name == child]
+        if child is None:
+            children = p.cfg.children
+        else:
+            ch = self._child_cfg.get((p.name, child))
+            children = (ch,) if ch is not None else ()
         if not children:
             self._event(out, EventKind.NEGOTIATION_FAILED, peer, child, "unknown child",
                         "warning", reason="unknown-child")
@@ -1394,15 +1401,9 @@ class Engine:
         if self._stopping:
             return
         uk = user_key(user)
-        name = child.name
-        for t in self._txns.values():
-            if t.kind == Kind.CREATE and t.peer is peer and t.child.name == name \
-                    and t.ukey == uk:
-                return  # already negotiating
-        for t in self._waiting_txns():
-            if t.kind == Kind.CREATE and t.peer is peer and t.child.name == name \
-                    and t.ukey == uk and t.state != "done":
-                return
+        cur = self._creating.get((peer.name, child.name, uk))
+        if cur is not None and cur.state != "done":
+            return  # already negotiating (sent, or waiting for a ticket/TGT)
         if not force and not replaces:
             mature = [r for r in self._live(peer.name, child.name) if r.state == SAState.MATURE]
             if mature and user is None:
@@ -1456,6 +1457,8 @@ class Engine:
         self._start_txn(t, now, out)
 
     def _start_txn(self, t: Txn, now: float, out: list) -> None:
+        if t.kind == Kind.CREATE:
+            self._creating[(t.peer.name, t.child.name, t.ukey)] = t
         if t.kind == Kind.GETTGT:
             self._begin(t, now, out)
             return
@@ -1585,6 +1588,10 @@ class Engine:
 
     def _finish_txn(self, t: Txn) -> None:
         t.state = "done"
+        if t.kind == Kind.CREATE:
+            k = (t.peer.name, t.child.name, t.ukey)
+            if self._creating.get(k) is t:
+                del self._creating[k]
         self._txns.pop(t.xid, None)
         self._timers.cancel(("rtx", t.xid))
         if t.dpd:
