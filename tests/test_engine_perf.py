@@ -50,3 +50,47 @@ def test_responder_create_cpu_cost(kit):
     print(f"\nresponder CREATE: {cpu * 1e3:.3f} ms CPU each ({N} CREATEs)")
     assert replies == N and len(eng.sas()) == N
     assert cpu < 1.0e-3
+
+
+def test_initiator_create_cpu_cost(kit):
+    """The initiator side of a 2-way CREATE: build and send the CREATE (SPI, nonce,
+    larval inbound SA with KEYMAT, AP-REQ, Cksum, KINK_ENCRYPT) plus the REPLY (AP-REP,
+    Cksum, decrypt, answer check, KEYMAT, outbound SA). The ticket is fetched once
+    before the measurement (a KDC round trip is I/O, not engine CPU)."""
+    c1 = [child(f"c{i}", local_ts=(parse_selector(f"10.1.{i // 250}.{i % 250 + 1}/32"),),
+                remote_ts=(parse_selector(f"10.2.{i // 250}.{i % 250 + 1}/32"),))
+          for i in range(N + 1)]
+    c2 = [child("all", local_ts=(parse_selector("10.2.0.0/16"),),
+                remote_ts=(parse_selector("10.1.0.0/16"),))]
+    net, n1, n2 = pair(kit, c1=c1, c2=c2)
+    eng = n1.engine
+    # warm-up: one CREATE end to end, so that the service ticket is cached
+    net.call(n1, "initiate", "h2", c1[N].name, net.t(n1))
+    net.settle(2)
+    assert len(eng.sas()) == 1
+    t_now = net.t(n1)
+    t0 = time.process_time()
+    creates = []
+    for ch in c1[:N]:
+        for e in eng.initiate("h2", ch.name, t_now):
+            if type(e).__name__ == "Send":
+                creates.append(e.data)
+    t_build = time.process_time() - t0
+    assert len(creates) == N
+    replies = []
+    r_now = net.t(n2) + 0.01
+    for d in creates:
+        for e in n2.engine.receive(d, A1, r_now, local=A2):
+            if type(e).__name__ == "Send":
+                replies.append(e.data)
+    assert len(replies) == N
+    t1 = time.process_time()
+    for d in replies:
+        eng.receive(d, A2, t_now + 0.02, local=A1)
+    t_reply = time.process_time() - t1
+    cpu = (t_build + t_reply) / N
+    print(f"\ninitiator CREATE: {cpu * 1e3:.3f} ms CPU each "
+          f"(build+send {t_build / N * 1e3:.3f} ms, REPLY {t_reply / N * 1e3:.3f} ms; "
+          f"{N} CREATEs)")
+    assert sum(1 for s in eng.sas() if s.state.name == "MATURE") == N + 1
+    assert cpu < 2.0e-3
