@@ -132,7 +132,7 @@ from kinkd.kerberos.apreq import (
     parse_krb_error,
     verify_ap_rep,
 )
-from kinkd.kerberos.errors import KerberosError, KrbErrorCode
+from kinkd.kerberos.errors import KDCUnreachable, KerberosError, KrbErrorCode
 from kinkd.kerberos.messages import Ticket
 from kinkd.wire import (
     ApRepPayload,
@@ -733,7 +733,12 @@ class Engine:
                 if t.state == "done":
                     continue
                 t.peer.kdc_failures += 1
-                self._fail(t, now, out, "kdc", f"cannot get a ticket: {error}")
+                if isinstance(error, KDCUnreachable):  # say so plainly; details in the log
+                    self._fail(t, now, out, "kdc-unreachable",
+                               f"KDC unreachable: cannot get a ticket for "
+                               f"{t.peer.cfg.principal} ({error})")
+                else:
+                    self._fail(t, now, out, "kdc", f"cannot get a ticket: {error}")
             if self._stopping:
                 self._maybe_shutdown_done(now, out)
             return out
