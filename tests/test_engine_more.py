@@ -647,3 +647,24 @@ def test_reconfigure_abandons_create_in_flight_of_removed_peer(kit):
     assert types[0] == MT.CREATE and types.count(MT.CREATE) == 1
     assert MT.DELETE in types  # best-effort cleanup of what the responder may hold
     assert not n1.engine._txns
+
+
+def test_invdoi_from_peer_named_in_the_failure(kit):
+    """A header the peer cannot take (DOI != 1) gets a lone, unauthenticated KINK_ERROR:
+    the initiator keeps retransmitting (kink.md §7.6) and names it when giving up."""
+    net, n1, n2 = pair(kit, timers=FAST)
+
+    def bad_doi(src, dst, data):
+        if src is n1:
+            net.inject(data[:4] + (2).to_bytes(4, "big") + data[8:], src.addr, dst, 0.01)
+            return False
+        return True
+
+    net.filter = bad_doi
+    net.call(n1, "initiate", "h2", None, net.t(n1))
+    net.settle(10)
+    assert n2.engine.stats["errors.sent.kink-2"] >= 3  # CREATEs (then the cleanup DELETE)
+    fail = [e for e in _events(n1, EventKind.NEGOTIATION_FAILED)
+            if e.fields.get("reason") == "timeout"]
+    assert fail and "does not support the IPsec DOI" in fail[0].message
+    assert not n1.backend.inbound
