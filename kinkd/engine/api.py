@@ -45,11 +45,26 @@ Additions made by the engine implementation (kinkd/engine/engine.py):
     rekey(peer, child=None, now)    create successors of the current SAs now (operator rekey)
     sa_meta(sa_id)                  engine-side facts of an SA (remote/initiator principal)
     export_state(now, *, include_keys=False) / import_state(data, now) -> []
+        (import re-arms DPD, rekey DELETEs and pending removals; SAMeta.user_principal
+        is persisted: a user's SA is not rekeyed after a restart, Event REKEY_SKIPPED)
+    kernel_expire(spi, hard, now, *, inbound=None)   ``inbound``: whether ``spi`` is
+        our inbound SPI (True), the peer's outbound one (False) or unknown (None)
+    acquire(req, now)               req.peer/req.child, else req.selectors (an xfrm
+        Acquire, a Selectors or a (local, remote) TrafficSelector pair) matched
+        against the children; one CREATE per child in flight
+    shutdown(now, delete_sas=True)  DELETEs keep retransmitting: the driver keeps
+        feeding receive/handle_timers until Event SHUTDOWN_DONE or
+        ``shutdown_deadline(now)`` (None once done); outbound SAs go at once,
+        inbound ones when their DELETE is answered or given up
+    shutdown_deadline(now) -> float | None
 
 Counters also used: ``dropped.<reason>`` (decode reasons from wire, ``no-ap-req``,
 ``rate-limited``, ``replay``, ``ap-req``, ``ap-rep``, ``checksum``, ``unknown-xid``,
 ``unauthenticated-reply``, ``unexpected-ack``, ``internal-error`` ...),
-``negotiations.responded``, ``collisions``, ``sas.expired``, ``errors.internal``.
+``negotiations.responded``, ``collisions``, ``sas.expired``, ``errors.internal``,
+``acquires``, ``acquires.unmatched``, ``kernel_expire.unknown``, ``rekeys.skipped``,
+``negotiations.retried.no-ke``, ``negotiations.failed.reconfigured``,
+``dropped.shutting-down`` (CREATE commands after shutdown()).
 ``errors.sent.<code>`` uses ``krb-<n>``, ``kink-<n>`` and ``notify-<n>`` labels.
 """
 

@@ -88,6 +88,28 @@ Decisions (and where RFC 4430 and the digest/implementations differ)
   start = "start".
 * Only one KINK_ISAKMP per message and one protocol per child (ESP, or AH
   when a child has no ESP proposal) are handled; AH+ESP bundles are not.
+* KE refused (§3.2, kink.md §7.2): a protected REPLY with Notify
+  INVALID-PAYLOAD-TYPE whose data is payload type 4 makes the initiator retry
+  once as a new transaction without KE, offering only the child's proposals
+  that name no DH group (Event NOTIFY_RECEIVED, warning, reason
+  ``retry-without-ke``); a child whose proposals all require PFS fails.
+  KINK_BADQMVERS / KINK_INVDOI are not retried (we only speak QM 1.0 and DOI
+  1): the failure reason says what the peer lacks.
+* Persistence: ``export_state``/``import_state`` keep SAs (timers re-based),
+  SA metadata including ``SAMeta.user_principal``, and per-peer epochs and
+  clock offsets; import re-arms DPD, the DELETE of rekeyed SAs and the removal
+  of SAs that were being deleted. A user's SA (``initiate(user=...)``) comes
+  back without its credentials handle: it is **not rekeyed** (neither as the
+  user nor silently as the daemon identity): Event REKEY_SKIPPED at its soft
+  lifetime, SA_DELETED at its hard lifetime (the user reconnects). A child
+  with start = "start" is then brought up by the daemon as it would be at start.
+* Reconfigure: see :meth:`Engine.reconfigure` (removed -> DELETE to the peer
+  as configured before; traffic selectors/mode/protocol changed -> replaced
+  now; other changes -> kept until the next rekey; unchanged -> untouched).
+* Shutdown with delete_sas: DELETEs keep retransmitting; Event SHUTDOWN_DONE
+  when the last is answered or given up (:meth:`Engine.shutdown`).
+* ACQUIRE: the backend's peer/child (from the reqid) or the flow matched
+  against the children; one CREATE per child at a time (:meth:`Engine.acquire`).
 """
 
 from __future__ import annotations
