@@ -314,6 +314,7 @@ def test_epoch_change_deletes_sas(kit):
     net.call(n1, "initiate", "h2", None, net.t(n1))
     net.settle(5)
     assert_paired(n1, n2)
+    before = {r.spi_in for r in n1.engine.sas()}
     # host2 "reboots": new engine, new epoch, empty state
     cfg2 = n2.engine.config
     n2.engine = make_engine(cfg2, keys=kit.kt2, start=net.now, seed=77,
@@ -321,7 +322,9 @@ def test_epoch_change_deletes_sas(kit):
     n2.backend = type(n2.backend)()
     net.call(n2, "status", "h1", net.t(n2))
     net.settle(5)
-    assert not n1.engine.sas() and not n1.backend.inbound and not n1.backend.outbound
+    # the stale SA is gone; the child we had initiated is negotiated again
+    assert not ({r.spi_in for r in n1.engine.sas()} & before)
+    assert_paired(n1, n2)
     ev = [e for e in n1.events if e.kind == EventKind.PEER_REBOOTED]
     assert ev and ev[0].fields["deleted"] == 1
 

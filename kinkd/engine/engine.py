@@ -85,7 +85,7 @@ Decisions (and where RFC 4430 and the digest/implementations differ)
 * Epochs: a changed epoch (both non-zero; 0 = unknown, as racoon2) in an
   authenticated AP-REQ/AP-REP deletes every established SA created with
   that principal (Event PEER_REBOOTED) and re-initiates children with
-  start = "start".
+  start = "start" and the children whose SAs we had initiated.
 * Only one KINK_ISAKMP per message and one protocol per child (ESP, or AH
   when a child has no ESP proposal) are handled; AH+ESP bundles are not.
 * KE refused (§3.2, kink.md §7.2): a protected REPLY with Notify
@@ -299,6 +299,8 @@ class Engine:
         self._gettgt: dict[str, Txn] = {}
         self._tgt_waiters: dict[str, list[Txn]] = {}
         self._peers: dict[str, PeerState] = {}
+        #: children we had initiated with a peer that rebooted: renegotiate (child -> user)
+        self._reinit: dict[str, dict[str, Any]] = {}
         self._stopping = False  # shutdown() was called
         #: the CREATE in progress per (peer, child, user key): one at a time
         self._creating: dict[tuple, Txn] = {}
@@ -1359,7 +1361,10 @@ class Engine:
         victims = [r for r in self.sadb.by_peer(peer.name)
                    if r.state != SAState.LARVAL
                    and self._meta[r.id].remote_principal == principal]
+        again = self._reinit.setdefault(peer.name, {})
         for r in victims:
+            if r.initiator and r.replaced_by is None:
+                again.setdefault(r.child, self._meta[r.id].user)
             self._remove_sa(r.id, out, "peer rebooted")
         for host, port, pr, xid in [k for k in self._cache._d if k[2] == principal]:
             e = self._cache._d.pop((host, port, pr, xid))
@@ -2188,9 +2193,14 @@ class Engine:
             peer = self._peers.get(key[1])
             if peer is None:
                 return
+            again = self._reinit.pop(peer.name, {})
             for ch in peer.cfg.children:
-                if self._child_start(peer, ch) == "start" and not self._live(peer.name, ch.name):
+                if self._live(peer.name, ch.name):
+                    continue
+                if self._child_start(peer, ch) == "start":
                     self._initiate_child(peer, ch, now, out)
+                elif ch.name in again:  # we had it up (operator, ACQUIRE): keep it up
+                    self._initiate_child(peer, ch, now, out, user=again[ch.name])
 
 
 _KINK_ERRORS = {
