@@ -72,6 +72,7 @@ class Daemon:
         self.control_server = None
         self.metrics_server = None
         self.kernel_note: str | None = None
+        self.bench_waiters: dict[tuple[str, str | None], tuple] = {}  # BENCH HELPER: (op, fut)
 
     # --- time ---------------------------------------------------------------------------
 
@@ -333,6 +334,8 @@ class Daemon:
             for fut in self.down_waiters.pop(ev.peer or "", []):
                 if not fut.done():
                     fut.set_result(True)
+        if self.bench_waiters:  # BENCH HELPER (bench/run.py), see _cmd_bench
+            self._bench_event(ev)
 
     # --- persistence ----------------------------------------------------------------------------
 
@@ -572,6 +575,106 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(fut, float(args.get("timeout", 30)))
         return {"deleted": len(before)}
+
+    # --- BENCH HELPER: used by bench/run.py only (no kinkctl subcommand, root only) -------------
+
+    _BENCH_DONE = {"create": api.EventKind.SA_ESTABLISHED, "rekey": api.EventKind.SA_REKEYED,
+                   "delete": api.EventKind.DELETE_DONE, "status": api.EventKind.STATUS_DONE}
+
+    def _bench_event(self, ev: api.Event) -> None:
+        K = api.EventKind
+        if ev.kind not in (K.SA_ESTABLISHED, K.SA_REKEYED, K.DELETE_DONE, K.STATUS_DONE,
+                           K.NEGOTIATION_FAILED):
+            return
+        child = ev.child if ev.kind in (K.SA_ESTABLISHED, K.SA_REKEYED, K.NEGOTIATION_FAILED) \
+            else None
+        w = self.bench_waiters.get((ev.peer or "", child))
+        if w is not None and not w[1].done():
+            op, fut = w
+            if ev.kind == self._BENCH_DONE[op]:
+                fut.set_result(ev.level != "warning")
+            elif ev.kind == K.NEGOTIATION_FAILED:
+                fut.set_result(False)
+
+    async def _cmd_bench(self, args: dict, uid: int | None) -> dict:
+        """Run many engine operations from inside the daemon, so a benchmark measures kinkd
+        and not one control round trip per SA. ``op``: create | rekey | delete | status;
+        ``targets``: [[peer, child], ...] (child null: every SA of the peer; status: peer only);
+        closed loop with ``concurrency`` operations in flight, or open loop at ``rate``
+        operations/s (then ``concurrency`` caps what is in flight). Returns per-operation
+        latencies (initiate -> engine event) in ms, failures and the wall time until the
+        engine has no transaction left (so a rekey includes the DELETE of the old SA)."""
+        if uid != 0:
+            raise control.ControlError("bench: root only")
+        op = args.get("op")
+        if op not in self._BENCH_DONE:
+            raise control.ControlError(f"bench: unknown op {op!r}")
+        targets = [(str(p), None if c is None else str(c)) for p, c in args.get("targets") or []]
+        conc = max(1, int(args.get("concurrency", 1)))
+        rate = float(args.get("rate") or 0)
+        timeout = float(args.get("timeout", 30))
+        lat: list[float] = []
+        failed = 0
+        busy: dict[tuple[str, str | None], asyncio.Event] = {}
+        sem = asyncio.Semaphore(conc)
+        clock = time.perf_counter
+
+        async def one(peer: str, child: str | None) -> None:
+            nonlocal failed
+            # DELETE_DONE/STATUS_DONE name only the peer: one such operation per peer at a time
+            key = (peer, child) if op in ("create", "rekey") else (peer, None)
+            while key in busy:
+                await busy[key].wait()
+            free = busy[key] = asyncio.Event()
+            fut = self.loop.create_future()
+            self.bench_waiters[key] = (op, fut)
+            t0 = clock()
+            now = self.now()
+            e = self.engine
+            try:
+                if op == "create":
+                    self._apply(e.initiate(peer, child, now))
+                elif op == "rekey":
+                    self._apply(e.rekey(peer, child, now))
+                elif op == "delete":
+                    self._apply(e.delete(peer, child, now))
+                else:
+                    self._apply(e.status(peer, now))
+                ok = await asyncio.wait_for(fut, timeout)
+            except TimeoutError:
+                ok = False
+            finally:
+                self.bench_waiters.pop(key, None)
+                del busy[key]
+                free.set()
+            if ok:
+                lat.append(round((clock() - t0) * 1e3, 4))
+            else:
+                failed += 1
+
+        async def guarded(peer: str, child: str | None) -> None:
+            try:
+                await one(peer, child)
+            finally:
+                sem.release()
+
+        start = clock()
+        tasks = []
+        for i, (peer, child) in enumerate(targets):
+            if rate > 0:
+                delay = start + i / rate - clock()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await sem.acquire()
+            tasks.append(asyncio.create_task(guarded(peer, child)))
+        await asyncio.gather(*tasks)
+        ops_done = clock()
+        while op in ("rekey", "delete") and clock() - ops_done < timeout \
+                and any(st.get("transactions") for st in self.engine.peer_states()):
+            await asyncio.sleep(0.002)
+        return {"n": len(targets), "ok": len(lat), "failed": failed,
+                "seconds": clock() - start, "ops_seconds": ops_done - start,
+                "latency_ms": lat, "sas": len(self.engine.sas())}
 
     async def _cmd_reload(self, args: dict, uid: int | None) -> dict:
         return await self.reload()
