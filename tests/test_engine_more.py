@@ -111,6 +111,7 @@ def test_imported_epoch_is_compared(kit):
     net, n1, n2 = pair(kit)
     net.call(n1, "initiate", "h2", None, net.t(n1))
     net.settle(3)
+    first = mature(n1)[0]
     _restart_engine(kit, n1, net, keys=kit.kt1)
     # host2 reboots: the epoch known from the state file detects it
     n2.engine = make_engine(n2.engine.config, keys=kit.kt2, start=net.now, seed=55,
@@ -120,7 +121,8 @@ def test_imported_epoch_is_compared(kit):
     net.settle(3)
     ev = _events(n1, EventKind.PEER_REBOOTED)
     assert ev and ev[0].fields["deleted"] == 1
-    assert not n1.engine.sas() and not n1.backend.inbound and not n1.backend.outbound
+    assert first.id not in {s.id for s in n1.engine.sas()}
+    assert first.spi_in not in n1.backend.inbound
 
 
 def test_import_removes_sas_that_were_being_deleted(kit):
@@ -668,3 +670,35 @@ def test_invdoi_from_peer_named_in_the_failure(kit):
             if e.fields.get("reason") == "timeout"]
     assert fail and "does not support the IPsec DOI" in fail[0].message
     assert not n1.backend.inbound
+
+
+def test_shutdown_again_finishes_at_once(kit):
+    net, n1, n2 = pair(kit, timers=FAST)
+    net.call(n1, "initiate", "h2", None, net.t(n1))
+    net.settle(2)
+    n2.up = False
+    net.call(n1, "shutdown", net.t(n1), True)
+    net.run(0.7)  # one retransmission, no answer
+    assert n1.backend.inbound and not _events(n1, EventKind.SHUTDOWN_DONE)
+    eff = net.call(n1, "shutdown", net.t(n1), True)  # the driver's patience ran out
+    assert any(type(e) is RemoveSA and e.direction == "in" for e in eff)
+    done = _events(n1, EventKind.SHUTDOWN_DONE)
+    assert len(done) == 1 and done[0].fields["given_up"] == 1
+    assert not n1.engine.sas() and not n1.backend.inbound and not n1.backend.outbound
+    assert net.call(n1, "shutdown", net.t(n1), True) == []
+
+
+def test_shutdown_deadline_bounds_a_delete_waiting_for_the_kdc(kit):
+    net, n1, n2 = pair(kit, timers=FAST)
+    net.call(n1, "initiate", "h2", None, net.t(n1))
+    net.settle(2)
+    n1.engine._peers["h2"].tickets.clear()  # the DELETE needs a ticket ...
+    eff = n1.engine.shutdown(net.t(n1), True)
+    assert [type(e) for e in eff].count(FetchTicket) == 1  # ... that never comes
+    net.apply(n1, [e for e in eff if type(e) is not FetchTicket])
+    limit = n1.engine.shutdown_deadline(net.t(n1))
+    assert n1.engine.next_deadline() == limit
+    net.run(limit - net.t(n1) + 0.1)
+    done = _events(n1, EventKind.SHUTDOWN_DONE)
+    assert len(done) == 1 and done[0].fields["given_up"] == 1
+    assert not n1.engine.sas() and not n1.backend.inbound

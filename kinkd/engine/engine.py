@@ -306,6 +306,7 @@ class Engine:
         self._creating: dict[tuple, Txn] = {}
         self._shutdown_emitted = False
         self._shutdown_stats = {"answered": 0, "given_up": 0}
+        self._shutdown_until = 0.0
         self._apply_config(config)
 
     # ------------------------------------------------------------------ config
@@ -677,10 +678,18 @@ class Engine:
         ``handle_timers`` (bounded: at most one retransmission cycle, see
         :meth:`shutdown_deadline`) so that the DELETEs are retransmitted; the inbound
         SAs are removed when their DELETE is answered or given up, and Event
-        SHUTDOWN_DONE (``fields``: ``answered``, ``given_up``) follows the last one.
+        SHUTDOWN_DONE (``fields``: ``answered``, ``given_up``) follows the last one,
+        at the latest at :meth:`shutdown_deadline` (a timer: DELETEs still waiting
+        for a ticket are given up then). Calling ``shutdown`` again before that
+        finishes at once: the remaining DELETEs are given up, every SA is removed.
         """
         out: list[Effect] = []
+        if self._stopping:
+            if not self._shutdown_emitted:
+                self._force_shutdown_done(now, out)
+            return out
         self._stopping = True
+        self._shutdown_until = now + self._t_retrans + 2 * self.timers.retransmit
         self._shutdown_stats = {"answered": 0, "given_up": 0}
         keep = delete_sas
         for t in list(self._txns.values()):
@@ -712,6 +721,7 @@ class Engine:
             if rec.id not in busy:
                 self._remove_sa(rec.id, out, "shutdown")
         self._changed(out)
+        self._timers.set(("shutdown",), self._shutdown_until)
         self._maybe_shutdown_done(now, out)
         return out
 
@@ -719,9 +729,9 @@ class Engine:
         """After :meth:`shutdown` (delete_sas=True): when the driver may stop waiting for
         Event SHUTDOWN_DONE (one full retransmission cycle plus a KDC round); None once
         it was emitted."""
-        if not getattr(self, "_stopping", False) or self._shutdown_emitted:
+        if not self._stopping or self._shutdown_emitted:
             return None
-        return now + self._t_retrans + 2 * self.timers.retransmit
+        return self._shutdown_until
 
     def _delete_txns(self) -> list[Txn]:
         ts = [t for t in self._txns.values() if t.kind == Kind.DELETE and t.state != "done"]
@@ -730,10 +740,22 @@ class Engine:
         return ts
 
     def _maybe_shutdown_done(self, now: float, out: list) -> None:
-        if self._stopping and not self._shutdown_emitted and not self._delete_txns():
+        if not self._stopping or self._shutdown_emitted:
+            return
+        if now >= self._shutdown_until:
+            self._force_shutdown_done(now, out)
+        elif not self._delete_txns():
             for rec in list(self.sadb):
                 self._remove_sa(rec.id, out, "shutdown")
             self._shutdown_finished(now, out)
+
+    def _force_shutdown_done(self, now: float, out: list) -> None:
+        for t in self._delete_txns():
+            self._shutdown_stats["given_up"] += 1
+            self._finish_txn(t)
+        for rec in list(self.sadb):
+            self._remove_sa(rec.id, out, "shutdown")
+        self._shutdown_finished(now, out)
 
     def _shutdown_finished(self, now: float, out: list) -> None:
         self._shutdown_emitted = True
@@ -2138,7 +2160,7 @@ class Engine:
     def _on_timer(self, key: tuple, now: float, out: list) -> None:
         kind = key[0]
         if self._stopping and kind not in ("rtx", "grace"):
-            return
+            return  # ("shutdown",): _maybe_shutdown_done after the timers
         if kind == "rtx":
             t = self._txns.get(key[1])
             if t is None or t.state != "sent":
