@@ -6,7 +6,7 @@ inside the container image (``Dockerfile``), whose entry point runs this script
 and then ``krb5kdc -n``. Standard library only, so it runs with any python3.
 
 It writes into DIR:
-  kdc.conf, krb5.conf     configuration (KDC on 127.0.0.1:PORT, no DNS lookups)
+  kdc.conf, krb5.conf     configuration (KDC on 127.0.0.1:PORT or ADDRESS:PORT, no DNS lookups)
   principal*, stash       the database and its master key stash
   <host>.keytab           keys of kink/<host>@REALM for each host (mode 0600)
   users.txt               "NAME PASSWORD" per user principal (mode 0600)
@@ -61,19 +61,19 @@ def find_tool(name: str) -> str:
     raise RealmError(f"'{name}' not found: install the Debian package {pkg} (apt-get install {pkg})")
 
 
-def kdc_conf(directory: Path, realm: str, port: int) -> str:
+def kdc_conf(directory: Path, realm: str, port: int, address: str = "127.0.0.1") -> str:
     supported = " ".join(f"{e}:normal" for e in ENCTYPES)
     return f"""[kdcdefaults]
-    kdc_listen = 127.0.0.1:{port}
-    kdc_tcp_listen = 127.0.0.1:{port}
+    kdc_listen = {address}:{port}
+    kdc_tcp_listen = {address}:{port}
 
 [realms]
     {realm} = {{
         database_name = {directory}/principal
         key_stash_file = {directory}/stash
         acl_file = {directory}/kadm5.acl
-        kdc_listen = 127.0.0.1:{port}
-        kdc_tcp_listen = 127.0.0.1:{port}
+        kdc_listen = {address}:{port}
+        kdc_tcp_listen = {address}:{port}
         max_life = {MAX_LIFE}
         max_renewable_life = {MAX_RENEW}
         master_key_type = aes256-cts-hmac-sha1-96
@@ -86,7 +86,7 @@ def kdc_conf(directory: Path, realm: str, port: int) -> str:
 """
 
 
-def krb5_conf(realm: str, port: int) -> str:
+def krb5_conf(realm: str, port: int, address: str = "127.0.0.1") -> str:
     enctypes = " ".join(ENCTYPES)
     domain = realm.lower()
     return f"""[libdefaults]
@@ -106,7 +106,7 @@ def krb5_conf(realm: str, port: int) -> str:
 
 [realms]
     {realm} = {{
-        kdc = 127.0.0.1:{port}
+        kdc = {address}:{port}
     }}
 
 [domain_realm]
@@ -129,7 +129,8 @@ def run(cmd: list[str], env: dict[str, str], what: str) -> None:
         raise RealmError(f"{what} failed: {msg[-1] if msg else 'exit ' + str(r.returncode)}")
 
 
-def create(directory: Path, realm: str, port: int, hosts: list[str], users: list[str]) -> dict:
+def create(directory: Path, realm: str, port: int, hosts: list[str], users: list[str],
+           address: str = "127.0.0.1") -> dict:
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
@@ -138,8 +139,8 @@ def create(directory: Path, realm: str, port: int, hosts: list[str], users: list
     kdb5_util = find_tool("kdb5_util")
     kadmin = find_tool("kadmin.local")
 
-    (directory / "kdc.conf").write_text(kdc_conf(directory, realm, port))
-    (directory / "krb5.conf").write_text(krb5_conf(realm, port))
+    (directory / "kdc.conf").write_text(kdc_conf(directory, realm, port, address))
+    (directory / "krb5.conf").write_text(krb5_conf(realm, port, address))
     (directory / "kadm5.acl").write_text(f"*/admin@{realm} *\n")
     (directory / "rcache").mkdir(exist_ok=True)
     env = dict(os.environ)
@@ -177,6 +178,7 @@ def create(directory: Path, realm: str, port: int, hosts: list[str], users: list
     info = {
         "realm": realm,
         "kdc_port": port,
+        "kdc_address": address,
         "hosts": keytabs,
         "users": [f"{u}@{realm}" for u in users],
         "enctypes": list(ENCTYPES),

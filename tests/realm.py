@@ -31,6 +31,7 @@ class Realm:
     users: dict[str, str]  # short name -> password
     mode: str
     env: dict[str, str] = field(default_factory=dict)
+    netns: str | None = None  # the network namespace the KDC runs in (test beds)
 
     def keytab(self, host: str) -> Path:
         return Path(self.hosts[host]["keytab"])
@@ -59,15 +60,16 @@ class Realm:
         return cc
 
     def stop_kdc(self) -> None:
-        tool("stop", self.directory)
+        tool("stop", self.directory, netns=self.netns)
 
     def start_kdc(self) -> None:
-        tool("start", self.directory)
+        tool("start", self.directory, netns=self.netns)
 
 
-def tool(*args, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, str(REALM_TOOL), *map(str, args)], capture_output=True,
-                       text=True, timeout=900)
+def tool(*args, check: bool = True, netns: str | None = None) -> subprocess.CompletedProcess:
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    r = subprocess.run([*prefix, sys.executable, str(REALM_TOOL), *map(str, args)],
+                       capture_output=True, text=True, timeout=900)
     if check and r.returncode != 0:
         raise RealmUnavailable(f"realm {args[0]} failed: {r.stderr.strip() or r.stdout.strip()}")
     return r
@@ -94,7 +96,10 @@ def load(directory: Path) -> Realm:
 
 
 def up(directory: Path, hosts=("host1.kink.test", "host2.kink.test"), users=("alice", "bob"),
-       container: bool = False, realm: str = "KINK.TEST") -> Realm:
+       container: bool = False, realm: str = "KINK.TEST", address: str | None = None,
+       netns: str | None = None) -> Realm:
+    """Bring a realm up; ``address``: the KDC listens there instead of 127.0.0.1, and
+    ``netns``: the tool (and so the KDC) runs inside that network namespace."""
     args = ["up", directory, "--realm", realm]
     for h in hosts:
         args += ["--host", h]
@@ -102,9 +107,13 @@ def up(directory: Path, hosts=("host1.kink.test", "host2.kink.test"), users=("al
         args += ["--user", u]
     if container:
         args.append("--container")
-    tool(*args)
-    return load(directory)
+    if address:
+        args += ["--address", address]
+    tool(*args, netns=netns)
+    r = load(directory)
+    r.netns = netns
+    return r
 
 
 def down(r: Realm) -> None:
-    tool("down", r.directory, check=False)
+    tool("down", r.directory, check=False, netns=r.netns)
