@@ -330,6 +330,10 @@ class Daemon:
                 for fut in self.waiters.pop(key, []):
                     if not fut.done():
                         fut.set_result((ok, ev.message, ev.fields))
+        elif ev.kind == K.SHUTDOWN_DONE:
+            fut = getattr(self, "shutdown_done", None)
+            if fut is not None and not fut.done():
+                fut.set_result(ev.fields)
         elif ev.kind in (K.DELETE_DONE,):
             for fut in self.down_waiters.pop(ev.peer or "", []):
                 if not fut.done():
@@ -451,7 +455,7 @@ class Daemon:
                 log("debug", "acquire", "kernel ACQUIRE", peer=ev.peer, child=ev.child)
                 self._apply(self.engine.acquire(ev, self.now()))
             elif isinstance(ev, ExpireEvent):
-                self._apply(self.engine.kernel_expire(ev.spi, ev.hard, self.now()))
+                self._apply(self.engine.kernel_expire(ev.spi, ev.hard, self.now(), inbound=ev.inbound))
             else:
                 self.engine.stats.inc("kernel.events-lost")
 
@@ -730,15 +734,23 @@ class Daemon:
     async def stop(self, sig: int | None = None) -> None:
         if self.stopped.is_set():
             return
+        if getattr(self, "shutdown_done", None) is not None:
+            # a second signal while DELETEs are pending: give them up and finish now
+            self._apply(self.engine.shutdown(self.now(), delete_sas=True))
+            return
         delete = self.config.daemon.on_shutdown == "delete"
         log("info", "stopping", f"signal {signal.Signals(sig).name}" if sig else "stop requested",
             delete_sas=delete)
+        self.shutdown_done = self.loop.create_future()
         self._apply(self.engine.shutdown(self.now(), delete_sas=delete))
-        if delete:
-            # give DELETE exchanges a bounded moment to complete
-            deadline = time.monotonic() + min(5.0, self.config.timers.retransmit * 3)
-            while time.monotonic() < deadline and any(True for _ in self.engine.sas()):
-                await asyncio.sleep(0.05)
+        if delete and not self.shutdown_done.done():
+            # the DELETEs are retransmitted by the engine; wait for SHUTDOWN_DONE, bounded
+            deadline = self.engine.shutdown_deadline(self.now())
+            wait = max(0.0, (deadline - self.now()) if deadline else 0.0) + 0.5
+            try:
+                await asyncio.wait_for(asyncio.shield(self.shutdown_done), wait)
+            except TimeoutError:
+                self._apply(self.engine.shutdown(self.now(), delete_sas=True))  # finish now
         if self.persist_handle is not None:
             self.persist_handle.cancel()
             self.persist_handle = None
