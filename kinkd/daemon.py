@@ -97,7 +97,11 @@ class Daemon:
         self.credentials = Credentials.from_keytab(d.principal, d.keytab, ccache=d.ccache)
         # A new epoch at every start (RFC 4430 §3.7): peers drop the SAs they had with us
         # and we renegotiate the children we had initiated (see _after_restart).
-        self.epoch = int(now) & 0xFFFFFFFF
+        epoch = int(now)
+        prev = getattr(self, "previous_epoch", None)
+        if isinstance(prev, int) and prev >= epoch:
+            epoch = prev + 1  # restarted within the same second: the epoch must still change
+        self.epoch = epoch & 0xFFFFFFFF
         local = next((ep.host for ep in d.listen if ep.host not in ("0.0.0.0", "::")), None)
         self.engine = Engine(self.config, epoch=self.epoch, acceptor=self.acceptor,
                              local_address=local)
@@ -124,13 +128,14 @@ class Daemon:
         self.loop = asyncio.get_running_loop()
         d = self.config.daemon
         self._build_backend()
-        await self.loop.run_in_executor(None, self._build_engine)
         previous = None
         if d.state_file:
             try:
                 previous = read_state(d.state_file)
             except ValueError as e:
                 log("warning", "state", str(e))
+        self.previous_epoch = previous.get("epoch") if isinstance(previous, dict) else None
+        await self.loop.run_in_executor(None, self._build_engine)
         for ep in d.listen:
             stream = await asyncio_dgram.bind((ep.host, ep.port))
             self.streams.append((ep, stream))
