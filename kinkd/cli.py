@@ -237,8 +237,8 @@ def kinkctl_main(argv: list[str] | None = None) -> int:
 
 def _peers_table(peers: list[dict]) -> str:
     rows = [[p["name"], p["address"], p["principal"], p["state"], str(p.get("epoch") or "-"),
-             str(p["sas"])] for p in peers]
-    return _table(rows, ["PEER", "ADDRESS", "PRINCIPAL", "STATE", "EPOCH", "SAS"])
+             str(p["sas"]), (p.get("last_failure") or {}).get("message") or "-"] for p in peers]
+    return _table(rows, ["PEER", "ADDRESS", "PRINCIPAL", "STATE", "EPOCH", "SAS", "LAST FAILURE"])
 
 
 def _json(obj) -> int:

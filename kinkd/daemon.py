@@ -62,6 +62,7 @@ class Daemon:
         self.waiters: dict[tuple[str, str | None], list[asyncio.Future]] = defaultdict(list)
         self.down_waiters: dict[str, list[asyncio.Future]] = defaultdict(list)
         self.user_creds: dict[tuple[int, str], Any] = {}
+        self.last_failure: dict[str, dict] = {}  # peer -> last negotiation failure (status)
         self.ticket_expiry: float | None = None
         self.backend_name = config.daemon.backend
         self.backend: Any = None
@@ -329,6 +330,13 @@ class Daemon:
         fields = {"peer": ev.peer, "child": ev.child, **ev.fields}
         log(ev.level, ev.kind.value, ev.message, **fields)
         K = api.EventKind
+        if ev.peer is not None:
+            if ev.kind == K.NEGOTIATION_FAILED:
+                self.last_failure[ev.peer] = {"time": self.now(), "child": ev.child,
+                                              "reason": ev.fields.get("reason"),
+                                              "message": ev.message}
+            elif ev.kind == K.SA_ESTABLISHED:
+                self.last_failure.pop(ev.peer, None)
         if ev.kind in (K.SA_ESTABLISHED, K.NEGOTIATION_FAILED):
             ok = ev.kind == K.SA_ESTABLISHED
             for key in ((ev.peer, ev.child), (ev.peer, None)):
@@ -515,7 +523,8 @@ class Daemon:
                         "state": state, "epoch": next(iter(epochs.values()), None) if epochs else None,
                         "epochs": epochs, "last_heard": st.get("last_heard"),
                         "clock_offset": st.get("clock_offset"), "sas": st.get("sas", 0),
-                        "transactions": st.get("transactions", 0)})
+                        "transactions": st.get("transactions", 0),
+                        "last_failure": self.last_failure.get(st["name"])})
         return out
 
     async def _cmd_peers(self, args: dict, uid: int | None) -> dict:
@@ -554,7 +563,16 @@ class Daemon:
             fut = self.loop.create_future()
             self.waiters[(peer, c)].append(fut)
             futs.append(fut)
-            self._apply(self.engine.initiate(peer, c, self.now(), user=user))
+            effects = self.engine.initiate(peer, c, self.now(), user=user)
+            started = any(type(e) is api.Event and e.kind == api.EventKind.NEGOTIATION_STARTED
+                          for e in effects)
+            self._apply(effects)
+            if not started and not fut.done() and any(
+                    sa.peer == peer and sa.child == c and sa.state.name == "MATURE"
+                    for sa in self.engine.sas()):
+                # already up: the engine starts nothing and no event would ever answer
+                self.waiters[(peer, c)].remove(fut)
+                fut.set_result((True, "already established", {}))
         if not args.get("wait", True):
             return {"started": children}
         timeout = float(args.get("timeout", 60))

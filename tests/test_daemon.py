@@ -231,6 +231,9 @@ def test_user_not_allowed_is_refused(pair, tmp_path):
     assert r.returncode == 1
     assert n2.ctl_json("sas")["sas"] == []
     assert "bob@KINK.TEST" in n2.log()
+    failure = n1.ctl_json("peers")["peers"][0]["last_failure"]
+    assert failure["child"] == "pg" and "refused" in failure["message"]
+    assert "refused" in n1.ctl("peers").stdout
 
 
 def test_check_config_cli(tmp_path):
