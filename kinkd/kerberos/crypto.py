@@ -247,8 +247,12 @@ def _cts_encrypt(cbc: Cipher, data: bytes) -> bytes:
 
 def _cts_decrypt(ecb: Cipher, data: bytes, iv: bytes) -> bytes:
     """Inverse of :func:`_cts_encrypt` (``data`` >= 16 octets), single ECB context."""
+    return _cts_decrypt_ctx(ecb.decryptor(), data, iv)
+
+
+def _cts_decrypt_ctx(dec, data: bytes, iv: bytes) -> bytes:
+    """:func:`_cts_decrypt` with an ECB decryption context (left reusable: whole blocks only)."""
     n = len(data)
-    dec = ecb.decryptor()
     if n == _BLOCK:
         return _xor(dec.update(data), iv)
     r = n % _BLOCK or _BLOCK
@@ -299,15 +303,113 @@ class DerivedKeys(NamedTuple):
     ki: Secret
 
 
+_TRANS_36 = bytes(x ^ 0x36 for x in range(256))
+_TRANS_5C = bytes(x ^ 0x5C for x in range(256))
+_HASHES = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha384": hashlib.sha384}
+
+
+class _Mac:
+    """HMAC (RFC 2104) of one key with the inner/outer hash states precomputed.
+
+    ``digest(data)`` equals ``hmac.digest(key, prefix + data, hashname)``;
+    ``prefix`` (fed to the inner state once, here) serves the RFC 8009
+    HMAC over ``IV | C``. The stored hash objects are only ever copied, never
+    updated, so an instance can be shared between threads.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes, hashname: str, prefix: bytes = b""):
+        new = _HASHES[hashname]
+        bs = new().block_size
+        if len(key) > bs:
+            key = new(key).digest()
+        key = key.ljust(bs, b"\x00")
+        inner = new(key.translate(_TRANS_36))
+        if prefix:
+            inner.update(prefix)
+        self._inner = inner
+        self._outer = new(key.translate(_TRANS_5C))
+
+    def digest(self, data: bytes) -> bytes:
+        h = self._inner.copy()
+        h.update(data)
+        o = self._outer.copy()
+        o.update(h.digest())
+        return o.digest()
+
+
+class _Aes:
+    """AES under one key: CTS encryption/decryption with reused cipher contexts.
+
+    Creating a ``cryptography`` cipher context costs more than encrypting a
+    KINK-sized message with it, so contexts are kept in small pools (list
+    pop/append are atomic, so concurrent threads each get their own context):
+
+    * ECB contexts carry no state between ``update`` calls (whole blocks);
+    * a CBC encryptor continues its chain: the next message's first block is
+      XORed with the previous last ciphertext block, which turns the
+      continued chain back into a fresh zero-IV CBC encryption.
+    """
+
+    __slots__ = ("_cbc", "_ecb", "_cbc_pool", "_enc_pool", "_dec_pool")
+
+    def __init__(self, key: bytes):
+        aes = algorithms.AES(key)
+        self._cbc = Cipher(aes, modes.CBC(_ZERO_IV))
+        self._ecb = Cipher(aes, modes.ECB())
+        self._cbc_pool: list = []  # [(CBC encryptor, last ciphertext block as int)]
+        self._enc_pool: list = []  # [ECB encryptor]
+        self._dec_pool: list = []  # [ECB decryptor]
+
+    def cbc(self, data: bytes) -> bytes:
+        """AES-CBC with a zero IV of whole blocks."""
+        pool = self._cbc_pool
+        try:
+            ctx, last = pool.pop()
+        except IndexError:
+            ctx, last = self._cbc.encryptor(), 0
+        if last:
+            data = (_from_bytes(data[:_BLOCK], "big") ^ last).to_bytes(_BLOCK, "big") + data[
+                _BLOCK:
+            ]
+        c = ctx.update(data)
+        pool.append((ctx, _from_bytes(c[-_BLOCK:], "big")))
+        return c
+
+    def ecb_encrypt(self, data: bytes) -> bytes:
+        pool = self._enc_pool
+        ctx = pool.pop() if pool else self._ecb.encryptor()
+        out = ctx.update(data)
+        pool.append(ctx)
+        return out
+
+    def cts_encrypt(self, data: bytes) -> bytes:
+        """CTS-encrypt ``data`` (>= 16 octets), zero IV."""
+        n = len(data)
+        r = n % _BLOCK
+        if r:
+            data += _ZERO_IV[r:]
+        else:
+            r = _BLOCK
+        c = self.cbc(data)
+        if n <= _BLOCK:
+            return c
+        m = len(c)
+        return b"".join((c[: m - 32], c[m - 16 :], c[m - 32 : m - 32 + r]))
+
+    def cts_decrypt(self, data: bytes) -> bytes:
+        """Inverse of :meth:`cts_encrypt` (``data`` >= 16 octets), zero IV."""
+        pool = self._dec_pool
+        dec = pool.pop() if pool else self._ecb.decryptor()
+        out = _cts_decrypt_ctx(dec, data, _ZERO_IV)
+        pool.append(dec)
+        return out
+
+
 class _EncState(NamedTuple):
-    cbc: Cipher  # AES-CBC(Ke, zero IV), for CTS encryption
-    ecb: Cipher  # AES-ECB(Ke), for CTS decryption
-    ki: Secret
-
-
-class _PrfState(NamedTuple):
-    cbc: Cipher  # AES-CBC(Kp, zero IV), literal 20-octet reading
-    ecb: Cipher  # AES-ECB(Kp), library reading
+    aes: _Aes  # AES(Ke)
+    mac: _Mac  # HMAC(Ki) (RFC 8009: with the zero IV already fed)
 
 
 def _derive(enctype: int, key: bytes, usage: int, const: int) -> Secret:
@@ -319,23 +421,26 @@ def _derive(enctype: int, key: bytes, usage: int, const: int) -> Secret:
     return Secret(kdf_hmac_sha2(key, label, b"", bits, hashname))
 
 
+def _hash_of(enctype: int) -> str:
+    return "sha1" if enctype in (17, 18) else _SHA2_PARAMS[enctype][0]
+
+
 @lru_cache(maxsize=KEY_CACHE_SIZE)
 def _enc_state(enctype: int, key: bytes, usage: int) -> _EncState:
     ke = _derive(enctype, key, usage, 0xAA)
     ki = _derive(enctype, key, usage, 0x55)
-    aes = algorithms.AES(ke)
-    return _EncState(Cipher(aes, modes.CBC(_ZERO_IV)), Cipher(aes, modes.ECB()), ki)
+    prefix = b"" if enctype in (17, 18) else _ZERO_IV
+    return _EncState(_Aes(ke), _Mac(ki, _hash_of(enctype), prefix))
 
 
 @lru_cache(maxsize=KEY_CACHE_SIZE)
-def _cksum_key(enctype: int, key: bytes, usage: int) -> Secret:
-    return _derive(enctype, key, usage, 0x99)
+def _cksum_key(enctype: int, key: bytes, usage: int) -> _Mac:
+    return _Mac(_derive(enctype, key, usage, 0x99), _hash_of(enctype))
 
 
 @lru_cache(maxsize=KEY_CACHE_SIZE)
-def _prf_state(key: bytes) -> _PrfState:
-    aes = algorithms.AES(dk(key, b"prf"))
-    return _PrfState(Cipher(aes, modes.CBC(_ZERO_IV)), Cipher(aes, modes.ECB()))
+def _prf_state(key: bytes) -> _Aes:
+    return _Aes(dk(key, b"prf"))
 
 
 def clear_key_cache() -> None:
@@ -534,7 +639,7 @@ class _AesSha1Profile(Profile):
     ) -> bytes:
         st = _enc_state(self.enctype, self._key(key), _check_usage(usage))
         data = self._confounder(confounder) + _as_bytes(plaintext, "plaintext")
-        return _cts_encrypt(st.cbc, data) + hmac.digest(st.ki, data, "sha1")[:12]
+        return st.aes.cts_encrypt(data) + st.mac.digest(data)[:12]
 
     def decrypt(self, key: bytes, usage: int, ciphertext: bytes) -> bytes:
         st = _enc_state(self.enctype, self._key(key), _check_usage(usage))
@@ -542,14 +647,14 @@ class _AesSha1Profile(Profile):
         n = len(ciphertext)
         if n < 28:
             raise CryptoError(f"{self.name} ciphertext too short ({n} octets, minimum 28)")
-        data = _cts_decrypt(st.ecb, ciphertext[: n - 12], _ZERO_IV)
-        if not hmac.compare_digest(hmac.digest(st.ki, data, "sha1")[:12], ciphertext[n - 12 :]):
+        data = st.aes.cts_decrypt(ciphertext[: n - 12])
+        if not hmac.compare_digest(st.mac.digest(data)[:12], ciphertext[n - 12 :]):
             raise IntegrityError(f"{self.name} decryption (usage {usage}): integrity check failed")
         return data[_CONFOUNDER:]
 
     def checksum(self, key: bytes, usage: int, data: bytes) -> bytes:
-        kc = _cksum_key(self.enctype, self._key(key), _check_usage(usage))
-        return hmac.digest(kc, data, "sha1")[:12]
+        mac = _cksum_key(self.enctype, self._key(key), _check_usage(usage))
+        return mac.digest(data)[:12]
 
     def prf_key(self, key: bytes) -> Secret:
         """DK(key, "prf"), the key of the RFC 3961 §5.3 PRF."""
@@ -557,13 +662,11 @@ class _AesSha1Profile(Profile):
 
     def prf(self, key: bytes, data: bytes) -> bytes:
         """MIT/Heimdal ``krb5_c_prf``: AES(DK(key,"prf"), SHA-1(data)[0:16]), 16 octets."""
-        st = _prf_state(self._key(key))
-        return st.ecb.encryptor().update(hashlib.sha1(data).digest()[:16])
+        return _prf_state(self._key(key)).ecb_encrypt(hashlib.sha1(data).digest()[:16])
 
     def prf_literal(self, key: bytes, data: bytes) -> bytes:
         """Literal RFC 3961 reading: AES-CTS(DK(key,"prf"), SHA-1(data)), 20 octets."""
-        st = _prf_state(self._key(key))
-        return _cts_encrypt(st.cbc, hashlib.sha1(data).digest())
+        return _prf_state(self._key(key)).cts_encrypt(hashlib.sha1(data).digest())
 
 
 # enctype -> (HMAC/PBKDF2 hash, Ke bits, Kc/Ki bits)  (RFC 8009 §5)
@@ -592,8 +695,8 @@ class _AesSha2Profile(Profile):
     ) -> bytes:
         st = _enc_state(self.enctype, self._key(key), _check_usage(usage))
         data = self._confounder(confounder) + _as_bytes(plaintext, "plaintext")
-        c = _cts_encrypt(st.cbc, data)
-        return c + hmac.digest(st.ki, _ZERO_IV + c, self._hash)[: self.mac_size]
+        c = st.aes.cts_encrypt(data)
+        return c + st.mac.digest(c)[: self.mac_size]
 
     def decrypt(self, key: bytes, usage: int, ciphertext: bytes) -> bytes:
         st = _enc_state(self.enctype, self._key(key), _check_usage(usage))
@@ -606,15 +709,13 @@ class _AesSha2Profile(Profile):
             )
         c = ciphertext[: n - h]
         # Encrypt-then-MAC: authenticate before decrypting anything.
-        if not hmac.compare_digest(
-            hmac.digest(st.ki, _ZERO_IV + c, self._hash)[:h], ciphertext[n - h :]
-        ):
+        if not hmac.compare_digest(st.mac.digest(c)[:h], ciphertext[n - h :]):
             raise IntegrityError(f"{self.name} decryption (usage {usage}): integrity check failed")
-        return _cts_decrypt(st.ecb, c, _ZERO_IV)[_CONFOUNDER:]
+        return st.aes.cts_decrypt(c)[_CONFOUNDER:]
 
     def checksum(self, key: bytes, usage: int, data: bytes) -> bytes:
-        kc = _cksum_key(self.enctype, self._key(key), _check_usage(usage))
-        return hmac.digest(kc, data, self._hash)[: self.checksum_size]
+        mac = _cksum_key(self.enctype, self._key(key), _check_usage(usage))
+        return mac.digest(data)[: self.checksum_size]
 
     def prf(self, key: bytes, data: bytes) -> bytes:
         """KDF-HMAC-SHA2(key, "prf", data, 256|384) (RFC 8009 §5)."""
