@@ -186,19 +186,86 @@ def _check_u8(name: str, v: int) -> None:
 # --- SA / Proposal / Transform -------------------------------------------------
 
 
-@dataclass(slots=True)
 class Transform:
-    """Transform payload (RFC 2408 §3.6): only inside a :class:`Proposal`."""
+    """Transform payload (RFC 2408 §3.6): only inside a :class:`Proposal`.
 
-    number: int
-    transform_id: int
-    attributes: list[Attribute] = field(default_factory=list)
+    Behaves like a slots dataclass with the fields ``number``,
+    ``transform_id`` and ``attributes`` (positional or keyword arguments,
+    ``==`` by value, the same ``repr``). A decoded transform whose
+    attributes are all basic (TV) keeps their validated wire octets and
+    builds the :class:`Attribute` objects on first access of
+    ``attributes``; until then it re-encodes from those octets.
+    """
+
+    __slots__ = ("number", "transform_id", "_attrs", "_raw")
+    __match_args__ = ("number", "transform_id", "attributes")
+    __hash__ = None  # type: ignore[assignment]  # mutable, like an eq dataclass
+
+    def __init__(
+        self, number: int, transform_id: int, attributes: list[Attribute] | None = None
+    ) -> None:
+        self.number = number
+        self.transform_id = transform_id
+        self._attrs = [] if attributes is None else attributes
+        self._raw = b""
+
+    @classmethod
+    def _lazy(cls, number: int, transform_id: int, raw: bytes) -> Transform:
+        """A transform over ``raw``: only TV attributes, already validated."""
+        t = _new_transform(cls)
+        t.number = number
+        t.transform_id = transform_id
+        t._attrs = None
+        t._raw = raw
+        return t
+
+    @property
+    def attributes(self) -> list[Attribute]:
+        a = self._attrs
+        if a is None:
+            raw = self._raw
+            flat = _TV_STRUCTS[len(raw) >> 2].unpack(raw)
+            a = self._attrs = list(map(Attribute, map(_minus_af, flat[::2]), flat[1::2]))
+        return a
+
+    @attributes.setter
+    def attributes(self, value: list[Attribute]) -> None:
+        self._attrs = value
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        if self._attrs is None and other._attrs is None:  # type: ignore[attr-defined]
+            attrs_equal = self._raw == other._raw  # type: ignore[attr-defined]
+        else:
+            attrs_equal = self.attributes == other.attributes  # type: ignore[attr-defined]
+        return (
+            self.number == other.number  # type: ignore[attr-defined]
+            and self.transform_id == other.transform_id  # type: ignore[attr-defined]
+            and attrs_equal
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__qualname__}(number={self.number!r}, "
+            f"transform_id={self.transform_id!r}, attributes={self.attributes!r})"
+        )
+
+    def __getstate__(self) -> tuple:
+        return (self.number, self.transform_id, self.attributes)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.number, self.transform_id, self._attrs = state
+        self._raw = b""
 
     def attribute(self, attr_type: int) -> Attribute | None:
         for a in self.attributes:
             if a.type == attr_type:
                 return a
         return None
+
+
+_new_transform = object.__new__
 
 
 @dataclass(slots=True)
@@ -226,8 +293,9 @@ def _decode_transforms(
     if count > MAX_TRANSFORMS:
         raise BadProposalSyntax(f"more than {MAX_TRANSFORMS} transforms")
     tids = _TID_BY_PROTO.get(protocol_id, _EMPTY)
-    out = []
+    out: list[Transform] = []
     append = out.append
+    lazy = Transform._lazy
     last = count - 1
     for i in range(count):
         if end - off < 8:
@@ -248,12 +316,10 @@ def _decode_transforms(
         off += 8
         n = tend - off
         if not n & 3 and n <= _MAX_TV_OCTETS and (not n or min(data[off:tend:4]) >= 0x80):
-            # only TV attributes: decode them in one unpack
-            flat = _TV_STRUCTS[n >> 2].unpack_from(data, off)
-            attrs = list(map(Attribute, map(_minus_af, flat[::2]), flat[1::2]))
+            # only TV attributes (valid by construction): decoded on first access
+            append(lazy(tnum, tids.get(tid, tid), data[off:tend]))
         else:
-            attrs = decode_attributes(data, off, tend)
-        append(Transform(tnum, tids.get(tid, tid), attrs))
+            append(Transform(tnum, tids.get(tid, tid), decode_attributes(data, off, tend)))
         off = tend
     if off != end:
         raise PayloadMalformed("trailing bytes after the last transform")
@@ -272,8 +338,17 @@ def _encode_sa_body(sa: SecurityAssociation) -> bytes:
         tparts = []
         tappend = tparts.append
         for j, t in enumerate(ts):
+            attrs = t._attrs
+            if attrs is None:  # decoded and never looked at: its own wire octets
+                enc = t._raw
+                tappend(
+                    _pack_trans(
+                        0 if j == lastt else 3, 0, 8 + len(enc), t.number, t.transform_id, 0
+                    )
+                )
+                tappend(enc)
+                continue
             # fast path of encode_attributes inlined
-            attrs = t.attributes
             words: list[int] = []
             ext = words.extend
             for a in attrs:
