@@ -46,5 +46,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# Benchmarks (not part of the test suite): KINK vs strongSwan, see README "Benchmarks".
+# `make bench` (about 10 minutes) or `make bench QUICK=1` (about 3 minutes) write
+# bench/results/latest.json and bench/results/latency.png.
+QUICK ?=
+bench: deps
+	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q -e '.[dev,bench]'
+	$(SUDO) $(PY) bench/run.py $(if $(QUICK),--quick)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
