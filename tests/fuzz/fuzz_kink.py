@@ -33,8 +33,10 @@ Engines: ``atheris`` (coverage-guided libFuzzer, if installed: ``pip install ath
 ``pip install -e '.[fuzz]'``; the first input byte selects the target) or ``builtin`` (a
 seeded mutation fuzzer over real messages with outcome-guided corpus growth; no extra
 dependency). ``auto`` picks atheris when it imports. Exit status 0 = no crash; a crash
-prints the target, the input (hex) and the traceback, and is written to
-``fuzz-crash-<sha1>.bin`` in the current directory.
+prints the target, the input (hex) and the traceback, and is written to the current
+directory (builtin: ``fuzz-crash-<sha1>.bin``, first byte = target index; atheris: libFuzzer's
+``crash-<sha1>``, first byte selects the target). Arguments this script does not know are
+passed to libFuzzer (e.g. ``-max_total_time=600``).
 """
 
 from __future__ import annotations
@@ -515,19 +517,35 @@ def _report_crash(target: str, data: bytes, text: str) -> None:
 
 
 def run_atheris(runs: int, seed: int, targets: list[str], extra: list[str]) -> int:
+    """Write the seed corpus to a temporary directory and fuzz in a child process (libFuzzer
+    ends its process with exit(), so the parent is the one that removes the directory)."""
+    import subprocess
     import tempfile
 
+    h = Harness(seed)
+    with tempfile.TemporaryDirectory(prefix="kinkd-fuzz-") as corpus_dir:
+        k = 0
+        for t in targets:
+            for s in h.seeds_for(t):
+                Path(corpus_dir, f"seed-{k}").write_bytes(bytes([TARGETS.index(t)]) + s)
+                k += 1
+        started = time.monotonic()
+        rc = subprocess.call([sys.executable, __file__, "--engine", "atheris-child",
+                              "--targets", ",".join(targets), "--seed", str(seed),
+                              f"-runs={runs}", f"-seed={seed}", "-max_len=4096",
+                              "-rss_limit_mb=4096", *extra, corpus_dir])
+        el = time.monotonic() - started
+    print(f"{'done' if rc == 0 else 'FAILED'}: atheris, {runs} inputs requested, "
+          f"{el:.0f}s, exit status {rc}")
+    return rc
+
+
+def _atheris_child(seed: int, targets: list[str], libfuzzer_args: list[str]) -> int:
     import atheris
 
     with atheris.instrument_imports(include=["kinkd", "isakmp"]):
         _imports()
     h = Harness(seed)
-    corpus_dir = Path(tempfile.mkdtemp(prefix="kinkd-fuzz-"))
-    k = 0
-    for t in targets:
-        for s in h.seeds_for(t):
-            (corpus_dir / f"seed-{k}").write_bytes(bytes([TARGETS.index(t)]) + s)
-            k += 1
     allowed = [TARGETS.index(t) for t in targets]
 
     def one_input(data: bytes) -> None:
@@ -540,16 +558,8 @@ def run_atheris(runs: int, seed: int, targets: list[str], extra: list[str]) -> i
             print(f"CRASH in target {t}: input {data[1:].hex()}\n{e}", file=sys.stderr)
             raise
 
-    argv = [sys.argv[0], f"-runs={runs}", f"-seed={seed}", "-max_len=4096",
-            "-rss_limit_mb=4096", *extra, str(corpus_dir)]
-    started = time.monotonic()
-    atheris.Setup(argv, one_input)
-    try:
-        atheris.Fuzz()
-    except SystemExit as e:  # libFuzzer exits at the end of -runs
-        el = time.monotonic() - started
-        print(f"done: {runs} inputs in {el:.1f}s, {len(h.outcomes)} distinct outcomes")
-        return int(e.code or 0)
+    atheris.Setup([sys.argv[0], *libfuzzer_args], one_input)
+    atheris.Fuzz()
     return 0
 
 
@@ -557,7 +567,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--engine", choices=["auto", "atheris", "builtin"], default="auto")
+    ap.add_argument("--engine", choices=["auto", "atheris", "builtin", "atheris-child"],
+                    default="auto")
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--quiet", action="store_true")
     args, extra = ap.parse_known_args(argv)
@@ -573,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
             engine = "atheris"
         except ImportError:
             engine = "builtin"
+    if engine == "atheris-child":
+        return _atheris_child(args.seed, targets, extra)
     if engine == "atheris":
         return run_atheris(args.runs, args.seed, targets, extra)
     return run_builtin(Harness(args.seed), args.runs, args.seed, targets, args.quiet)
