@@ -60,6 +60,7 @@ from .errors import (
     InvalidIdInformation,
     InvalidPayloadType,
     InvalidProtocolId,
+    IsakmpError,
     PayloadMalformed,
     SituationNotSupported,
 )
@@ -212,7 +213,7 @@ class Transform:
     @classmethod
     def _lazy(cls, number: int, transform_id: int, raw: bytes) -> Transform:
         """A transform over ``raw``: only TV attributes, already validated."""
-        t = _new_transform(cls)
+        t = _new_object(cls)
         t.number = number
         t.transform_id = transform_id
         t._attrs = None
@@ -265,7 +266,7 @@ class Transform:
         return None
 
 
-_new_transform = object.__new__
+_new_object = object.__new__
 
 
 @dataclass(slots=True)
@@ -285,6 +286,21 @@ class Proposal:
         return int.from_bytes(self.spi, "big")
 
 
+def _transform_error(
+    np: int, res: int, res2: int, tlen: int, tend: int, end: int, last: bool
+) -> IsakmpError:
+    """The error of a transform header that failed the combined fast check."""
+    if tlen < 8 or tend > end:
+        return PayloadMalformed("transform length exceeds its proposal")
+    if res or res2:
+        return PayloadMalformed("transform RESERVED field not zero")
+    if np == 0:
+        return BadProposalSyntax("fewer transforms than announced")
+    if np != 3:
+        return BadProposalSyntax(f"transform next payload {np} (must be 3 or 0)")
+    return BadProposalSyntax("more transforms than announced")
+
+
 def _decode_transforms(
     data: bytes, off: int, end: int, count: int, protocol_id: int
 ) -> list[Transform]:
@@ -295,31 +311,30 @@ def _decode_transforms(
     tids = _TID_BY_PROTO.get(protocol_id, _EMPTY)
     out: list[Transform] = []
     append = out.append
-    lazy = Transform._lazy
+    new = _new_object
     last = count - 1
+    expect = 3  # next payload of every transform but the last (0)
     for i in range(count):
         if end - off < 8:
             raise PayloadMalformed("truncated transform")
         np, res, tlen, tnum, tid, res2 = _unpack_trans(data, off)
         tend = off + tlen
-        if tlen < 8 or tend > end:
-            raise PayloadMalformed("transform length exceeds its proposal")
-        if res or res2:
-            raise PayloadMalformed("transform RESERVED field not zero")
-        if np == 0:
-            if i != last:
-                raise BadProposalSyntax("fewer transforms than announced")
-        elif np != 3:
-            raise BadProposalSyntax(f"transform next payload {np} (must be 3 or 0)")
-        elif i == last:
-            raise BadProposalSyntax("more transforms than announced")
-        off += 8
-        n = tend - off
-        if not n & 3 and n <= _MAX_TV_OCTETS and (not n or min(data[off:tend:4]) >= 0x80):
+        if i == last:
+            expect = 0
+        if np != expect or res or res2 or tlen < 8 or tend > end:
+            raise _transform_error(np, res, res2, tlen, tend, end, i == last)
+        raw = data[off + 8 : tend]
+        n = tlen - 8
+        if not n & 3 and n <= _MAX_TV_OCTETS and (not n or min(raw[::4]) >= 0x80):
             # only TV attributes (valid by construction): decoded on first access
-            append(lazy(tnum, tids.get(tid, tid), data[off:tend]))
+            t = new(Transform)
+            t.number = tnum
+            t.transform_id = tids.get(tid, tid)
+            t._attrs = None
+            t._raw = raw
+            append(t)
         else:
-            append(Transform(tnum, tids.get(tid, tid), decode_attributes(data, off, tend)))
+            append(Transform(tnum, tids.get(tid, tid), decode_attributes(data, off + 8, tend)))
         off = tend
     if off != end:
         raise PayloadMalformed("trailing bytes after the last transform")
@@ -335,46 +350,37 @@ def _encode_sa_body(sa: SecurityAssociation) -> bytes:
         ts = p.transforms
         nt = len(ts)
         lastt = nt - 1
-        tparts = []
-        tappend = tparts.append
+        spi = p.spi
+        k = len(parts)
+        append(b"")  # proposal header, filled in below
+        append(spi)
+        n = 8 + len(spi)
         for j, t in enumerate(ts):
             attrs = t._attrs
-            if attrs is None:  # decoded and never looked at: its own wire octets
+            if attrs is None:  # decoded and never looked at: its own (validated) octets
                 enc = t._raw
-                tappend(
-                    _pack_trans(
-                        0 if j == lastt else 3, 0, 8 + len(enc), t.number, t.transform_id, 0
-                    )
-                )
-                tappend(enc)
-                continue
-            # fast path of encode_attributes inlined
-            words: list[int] = []
-            ext = words.extend
-            for a in attrs:
-                at = a.type
-                v = a.value
-                if not isinstance(v, int) or at < 0:
-                    enc = encode_attributes(attrs)
-                    break
-                ext((at + 0x8000, v))
-            else:
-                try:
-                    enc = _TV_STRUCTS[len(attrs)].pack(*words)
-                except (struct.error, IndexError):
-                    enc = encode_attributes(attrs)
-            tappend(
-                _pack_trans(0 if j == lastt else 3, 0, 8 + len(enc), t.number, t.transform_id, 0)
-            )
-            tappend(enc)
-        body = b"".join(tparts)
-        spi = p.spi
-        n = 8 + len(spi) + len(body)
+            else:  # the all-TV fast path of encode_attributes, inlined
+                words: list[int] = []
+                ext = words.extend
+                for a in attrs:
+                    at = a.type
+                    v = a.value
+                    if not isinstance(v, int) or at < 0:
+                        enc = encode_attributes(attrs)
+                        break
+                    ext((at + 0x8000, v))
+                else:
+                    try:
+                        enc = _TV_STRUCTS[len(attrs)].pack(*words)
+                    except (struct.error, IndexError):
+                        enc = encode_attributes(attrs)
+            tl = 8 + len(enc)
+            append(_pack_trans(0 if j == lastt else 3, 0, tl, t.number, t.transform_id, 0))
+            append(enc)
+            n += tl
         if n > 0xFFFF or len(spi) > 255 or nt > 255:
             raise ValueError("proposal too long (or too many transforms / SPI too long)")
-        append(_pack_prop(0 if i == lastp else 2, 0, n, p.number, p.protocol_id, len(spi), nt))
-        append(spi)
-        append(body)
+        parts[k] = _pack_prop(0 if i == lastp else 2, 0, n, p.number, p.protocol_id, len(spi), nt)
     return b"".join(parts)
 
 
@@ -431,10 +437,13 @@ class SecurityAssociation(Payload):
             raise BadProposalSyntax("SA payload without proposals")
         props: list[Proposal] = []
         append = props.append
+        new_proposal = _new_object
         last_num = -1
+        left = MAX_PROPOSALS
         while True:
-            if len(props) >= MAX_PROPOSALS:
+            if not left:
                 raise BadProposalSyntax(f"more than {MAX_PROPOSALS} proposals")
+            left -= 1
             if end - off < 8:
                 raise PayloadMalformed("truncated proposal")
             np, res, plen, num, proto, spisz, ntr = _unpack_prop(data, off)
@@ -456,14 +465,12 @@ class SecurityAssociation(Payload):
             tstart = off + 8 + spisz
             if tstart > pend:
                 raise PayloadMalformed("SPI exceeds proposal")
-            append(
-                Proposal(
-                    num,
-                    _PROTO.get(proto, proto),
-                    data[off + 8 : tstart],
-                    _decode_transforms(data, tstart, pend, ntr, proto),
-                )
-            )
+            p = new_proposal(Proposal)  # Proposal(...) without the __init__ call
+            p.number = num
+            p.protocol_id = _PROTO.get(proto, proto)
+            p.spi = data[off + 8 : tstart]
+            p.transforms = _decode_transforms(data, tstart, pend, ntr, proto)
+            append(p)
             off = pend
             if np == 0:
                 if off != end:
@@ -910,9 +917,11 @@ def _decode_chain(first_type: int, data: bytes, off: int, end: int) -> list[Payl
     append = out.append
     t = first_type
     decoders = _DECODERS
+    left = MAX_PAYLOADS
     while t:
-        if len(out) >= MAX_PAYLOADS:
+        if not left:
             raise PayloadMalformed(f"more than {MAX_PAYLOADS} payloads")
+        left -= 1
         dec = decoders.get(t)
         if dec is None:
             raise InvalidPayloadType(t)
