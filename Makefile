@@ -46,6 +46,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# Benchmarks (not part of the test suite): KINK vs strongSwan, see README "Benchmarks".
+# `make bench` (about 10 minutes) or `make bench QUICK=1` (about 3 minutes) write
+# bench/results/latest.json and bench/results/latency.png.
+QUICK ?=
+bench: deps
+	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q -e '.[dev,bench]'
+	$(SUDO) $(PY) bench/run.py $(if $(QUICK),--quick)
+
 # Fuzzing (not part of the test suite; see README "Fuzzing"): `make fuzz FUZZ_RUNS=1000000`.
 # Uses atheris when it installs (extra "fuzz"), else the harness's builtin mutation engine.
 FUZZ_RUNS ?= 1000000
