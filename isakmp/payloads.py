@@ -631,6 +631,13 @@ _ID_DATA_LEN = {
     IdType.IPV6_ADDR_RANGE: 32,
 }
 
+_ADDR_CLASS = {IdType.IPV4_ADDR: ipaddress.IPv4Address, IdType.IPV6_ADDR: ipaddress.IPv6Address}
+_HOST_NET_CLASS = {IdType.IPV4_ADDR: ipaddress.IPv4Network, IdType.IPV6_ADDR: ipaddress.IPv6Network}
+_SUBNET_CLASS = {
+    IdType.IPV4_ADDR_SUBNET: ipaddress.IPv4Network,
+    IdType.IPV6_ADDR_SUBNET: ipaddress.IPv6Network,
+}
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -700,19 +707,22 @@ class Identification(Payload):
 
     def address(self) -> IPAddress:
         """The address of an IPV4_ADDR / IPV6_ADDR identity."""
-        if self.id_type not in (IdType.IPV4_ADDR, IdType.IPV6_ADDR):
+        cls = _ADDR_CLASS.get(self.id_type)
+        if cls is None:
             raise InvalidIdInformation("not a single-address ID")
         self._check()
-        return ipaddress.ip_address(self.data)
+        return cls(self.data)
 
     def network(self) -> IPNetwork:
         """Network of an ADDR (host prefix) or ADDR_SUBNET identity; the mask
         must be contiguous (1-bits first)."""
         t = self.id_type
-        if t in (IdType.IPV4_ADDR, IdType.IPV6_ADDR):
-            a = self.address()
-            return ipaddress.ip_network(a)
-        if t not in (IdType.IPV4_ADDR_SUBNET, IdType.IPV6_ADDR_SUBNET):
+        cls = _HOST_NET_CLASS.get(t)
+        if cls is not None:
+            self._check()
+            return cls(self.data)  # packed address -> host network (/32, /128)
+        cls = _SUBNET_CLASS.get(t)
+        if cls is None:
             raise InvalidIdInformation("not an address or subnet ID")
         n = self._check() // 2
         bits = n * 8
@@ -721,7 +731,7 @@ class Identification(Payload):
         if inv & (inv + 1):
             raise InvalidIdInformation("non-contiguous subnet mask")
         prefix = bits - inv.bit_length()
-        return ipaddress.ip_network((int.from_bytes(self.data[:n], "big"), prefix), strict=False)
+        return cls((int.from_bytes(self.data[:n], "big"), prefix), strict=False)
 
     def address_range(self) -> tuple[IPAddress, IPAddress]:
         """(first, last) addresses covered, inclusive, for every IP ID type."""
