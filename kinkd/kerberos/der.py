@@ -139,11 +139,8 @@ _DIGITS = frozenset(b"0123456789")
 
 def str_to_time(raw: bytes) -> int:
     """``b"YYYYMMDDHHMMSSZ"`` -> POSIX seconds; DecodeError if not exactly that form."""
-    if len(raw) != 15 or raw[14] != 0x5A:  # 'Z'
+    if len(raw) != 15 or raw[14] != 0x5A or not raw[:14].isdigit():  # 'Z', ASCII digits
         raise DecodeError("KerberosTime must be YYYYMMDDHHMMSSZ")
-    for c in raw[:14]:
-        if c not in _DIGITS:
-            raise DecodeError("KerberosTime must be YYYYMMDDHHMMSSZ")
     y = int(raw[0:4])
     mo = int(raw[4:6])
     d = int(raw[6:8])
@@ -236,6 +233,15 @@ class Reader:
     def enter(self, tag: int) -> int:
         """Descend into the constructed TLV ``tag``; return the saved outer end."""
         saved = self.end
+        buf = self.buf
+        p = self.pos
+        # fast path: short-form length (everything else goes through header())
+        if p + 2 <= saved and buf[p] == tag:
+            n = buf[p + 1]
+            if n < 0x80 and p + 2 + n <= saved:
+                self.pos = p + 2
+                self.end = p + 2 + n
+                return saved
         self.end = self.header(tag)
         return saved
 
@@ -314,14 +320,53 @@ class Reader:
 
     # -- [n] EXPLICIT wrappers (fused for speed) -----------------------------
 
+    # Each one first tries the common shape (short-form lengths, the inner TLV
+    # filling the [n] wrapper exactly, a 1-octet INTEGER) in one step; any
+    # other input takes the general path, which accepts or rejects exactly the
+    # same octets with the precise error.
+
     def ctx_int(self, n: int, lo: int = INT32_MIN, hi: int = INT32_MAX) -> int:
+        buf = self.buf
+        p = self.pos
+        if (
+            p + 5 <= self.end
+            and buf[p] == 0xA0 | n
+            and buf[p + 1] == 3
+            and buf[p + 2] == TAG_INTEGER
+            and buf[p + 3] == 1
+        ):
+            v = buf[p + 4]
+            if v & 0x80:
+                v -= 256
+            if lo <= v <= hi:
+                self.pos = p + 5
+                return v
+        return self._ctx_int(n, lo, hi)
+
+    def _ctx_int(self, n: int, lo: int, hi: int) -> int:
         saved = self.end
         self.end = self.header(0xA0 | n)
         v = self.integer(lo, hi)
         self.leave(saved)
         return v
 
+    def _ctx_short(self, n: int, tag: int) -> int:
+        """Start of the content of ``[n] { tag short-TLV }``, short forms only; else -1."""
+        buf = self.buf
+        p = self.pos
+        if p + 4 <= self.end and buf[p] == 0xA0 | n and buf[p + 2] == tag:
+            m = buf[p + 1]
+            k = buf[p + 3]
+            if m < 0x80 and m == k + 2 and p + 2 + m <= self.end:
+                return p + 4
+        return -1
+
     def ctx_octets(self, n: int) -> bytes:
+        s = self._ctx_short(n, TAG_OCTET_STRING)
+        if s >= 0:
+            e = s + self.buf[s - 1]
+            self.pos = e
+            return self.buf[s:e]
         saved = self.end
         self.end = self.header(0xA0 | n)
         v = self.octets()
@@ -329,13 +374,35 @@ class Reader:
         return v
 
     def ctx_string(self, n: int) -> str:
-        saved = self.end
-        self.end = self.header(0xA0 | n)
-        v = self.string()
-        self.leave(saved)
+        s = self._ctx_short(n, TAG_GENERAL_STRING)
+        if s < 0:
+            saved = self.end
+            self.end = self.header(0xA0 | n)
+            v = self.string()
+            self.leave(saved)
+            return v
+        e = s + self.buf[s - 1]
+        raw = self.buf[s:e]
+        try:
+            v = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DecodeError("KerberosString is not valid UTF-8") from None
+        self.pos = e
         return v
 
     def ctx_time(self, n: int) -> int:
+        buf = self.buf
+        p = self.pos
+        if (
+            p + 19 <= self.end
+            and buf[p] == 0xA0 | n
+            and buf[p + 1] == 17
+            and buf[p + 2] == TAG_GENERALIZED_TIME
+            and buf[p + 3] == 15
+        ):
+            v = str_to_time(buf[p + 4 : p + 19])
+            self.pos = p + 19
+            return v
         saved = self.end
         self.end = self.header(0xA0 | n)
         v = self.time()
@@ -343,6 +410,18 @@ class Reader:
         return v
 
     def ctx_flags(self, n: int) -> int:
+        buf = self.buf
+        p = self.pos
+        if (
+            p + 9 <= self.end
+            and buf[p] == 0xA0 | n
+            and buf[p + 1] == 7
+            and buf[p + 2] == TAG_BIT_STRING
+            and buf[p + 3] == 5
+            and buf[p + 4] == 0
+        ):
+            self.pos = p + 9
+            return int.from_bytes(buf[p + 5 : p + 9], "big")
         saved = self.end
         self.end = self.header(0xA0 | n)
         v = self.flags()
