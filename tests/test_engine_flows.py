@@ -172,8 +172,8 @@ def test_traffic_selector_mismatch_refused(kit):
     net.call(n1, "initiate", "h2", None, net.t(n1))
     net.settle(5)
     assert not n2.engine.sas()
-    assert any(e.fields.get("notify") == "INVALID_ID_INFORMATION" or
-               e.fields.get("notify") == NotifyType.INVALID_ID_INFORMATION
+    assert any(e.fields.get("notify") == "PAYLOAD_MALFORMED" or
+               e.fields.get("notify") == NotifyType.PAYLOAD_MALFORMED
                for e in n2.events if e.kind == EventKind.REQUEST_REFUSED)
 
 

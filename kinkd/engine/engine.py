@@ -28,6 +28,15 @@ DELETE (responder): outbound removed at once, inbound after ``delete_grace``;
 the REPLY lists our inbound SPIs; unknown SPIs get Notify INVALID-SPI, SPIs
 of an SA created by another principal AUTHENTICATION-FAILED.
 
+Refusals by policy: RFC 4430 §5.5 names the Notify error types KINK uses
+(INVALID-PAYLOAD-TYPE, INVALID-SPI, NO-PROPOSAL-CHOSEN, PAYLOAD-MALFORMED) and
+makes PAYLOAD-MALFORMED the one for rejections no other type covers. So a CREATE
+from a principal that the peer's policy does not allow, or whose traffic
+selectors (ID payloads) match no child of that peer, is answered with Notify
+PAYLOAD-MALFORMED inside the authenticated REPLY (racoon2 sends
+AUTHENTICATION-FAILED / INVALID-ID-INFORMATION there; we accept any error type on
+receipt); the responder's REQUEST_REFUSED event names principal, peer and child.
+
 STATUS: answered always; the REPLY proves liveness and carries the epoch.
 DPD: after ``PeerConfig.dpd`` seconds without an authenticated message from
 a peer that has SAs with us, a STATUS is sent; if all ``max_tries``
@@ -203,6 +212,8 @@ from .transactions import MAX_AUTHENTICATORS, Kind, Txn, backoff, full_cycle
 __all__ = ["Engine", "SAMeta", "NONCE_SIZE", "STATE_VERSION"]
 
 NONCE_SIZE = 32  # RFC 2409 §5: 8..256 octets
+# RFC 4430 §5.5: the Notify for rejections no other error type covers (see docstring)
+REFUSED_BY_POLICY = NotifyType.PAYLOAD_MALFORMED
 STATE_VERSION = 1
 _C = KrbErrorCode
 _REPLY = MessageType.REPLY
@@ -1031,7 +1042,7 @@ class Engine:
         pending: list[int] | None = None
         if peer is None:
             pname, cname = self._refused_policy(msg, addr, local)
-            inner = self._refusal(NotifyType.AUTHENTICATION_FAILED, out, pname, cname,
+            inner = self._refusal(REFUSED_BY_POLICY, out, pname, cname,
                                   f"principal {client} is not allowed"
                                   + (f" by peer {pname}" if pname else ""), client,
                                   policy=pname)
@@ -1141,11 +1152,11 @@ class Engine:
             else:
                 remote_ts, local_ts = host_ts(addr[0]), host_ts(local_host)
         except IsakmpError as e:
-            return self._refusal(M.INVALID_ID_INFORMATION, out, peer.name, None,
+            return self._refusal(M.PAYLOAD_MALFORMED, out, peer.name, None,
                                  f"bad ID payload: {e}", client), False, None
         child = match_child(peer.cfg.children, local_ts, remote_ts, local_host, addr[0])
         if child is None:
-            return self._refusal(M.INVALID_ID_INFORMATION, out, peer.name, None,
+            return self._refusal(REFUSED_BY_POLICY, out, peer.name, None,
                                  f"traffic selectors {remote_ts} <-> {local_ts} match no child",
                                  client, policy="selectors"), False, None
         policy = self._policies[(peer.name, child.name)]
@@ -1863,8 +1874,12 @@ class Engine:
                         bytes(p.data)[:1] == b"\x04" and t.dh is not None:
                     self._retry_without_ke(t, now, out)
                     return
+                name = getattr(p.notify_type, "name", p.notify_type)
+                hint = (" (malformed request, or not allowed by the peer's policy: "
+                        "principal or traffic selectors)"
+                        if p.notify_type == REFUSED_BY_POLICY else "")
                 self._fail(t, now, out, f"notify-{int(p.notify_type)}",
-                           f"peer refused: notify {getattr(p.notify_type, 'name', p.notify_type)}")
+                           f"peer refused: notify {name}{hint}")
                 return
             if tp is SecurityAssociation and sa is None:
                 sa = p
