@@ -119,6 +119,8 @@ _KNOWN_NAMES = {
 }
 
 _from_bytes = int.from_bytes
+_urandom = os.urandom
+_sha1 = hashlib.sha1
 
 
 def _xor(a: bytes, b: bytes) -> bytes:
@@ -392,10 +394,21 @@ class _Aes:
             data += _ZERO_IV[r:]
         else:
             r = _BLOCK
-        c = self.cbc(data)
+        # self.cbc(data), inlined
+        pool = self._cbc_pool
+        try:
+            ctx, last = pool.pop()
+        except IndexError:
+            ctx, last = self._cbc.encryptor(), 0
+        if last:
+            data = (_from_bytes(data[:_BLOCK], "big") ^ last).to_bytes(_BLOCK, "big") + data[
+                _BLOCK:
+            ]
+        c = ctx.update(data)
+        m = len(c)
+        pool.append((ctx, _from_bytes(c[m - _BLOCK :], "big")))
         if n <= _BLOCK:
             return c
-        m = len(c)
         return b"".join((c[: m - 32], c[m - 16 :], c[m - 32 : m - 32 + r]))
 
     def cts_decrypt(self, data: bytes) -> bytes:
@@ -637,13 +650,25 @@ class _AesSha1Profile(Profile):
     def encrypt(
         self, key: bytes, usage: int, plaintext: bytes, confounder: bytes | None = None
     ) -> bytes:
-        st = _enc_state(self.enctype, self._key(key), _check_usage(usage))
-        data = self._confounder(confounder) + _as_bytes(plaintext, "plaintext")
+        if not isinstance(key, bytes) or len(key) != self.key_size:
+            key = self._key(key)
+        if usage.__class__ is not int or not 0 <= usage <= _MAX_USAGE:
+            _check_usage(usage)
+        st = _enc_state(self.enctype, key, usage)
+        conf = _urandom(_CONFOUNDER) if confounder is None else self._confounder(confounder)
+        if plaintext.__class__ is not bytes:
+            plaintext = _as_bytes(plaintext, "plaintext")
+        data = conf + plaintext
         return st.aes.cts_encrypt(data) + st.mac.digest(data)[:12]
 
     def decrypt(self, key: bytes, usage: int, ciphertext: bytes) -> bytes:
-        st = _enc_state(self.enctype, self._key(key), _check_usage(usage))
-        ciphertext = _as_bytes(ciphertext, "ciphertext")
+        if not isinstance(key, bytes) or len(key) != self.key_size:
+            key = self._key(key)
+        if usage.__class__ is not int or not 0 <= usage <= _MAX_USAGE:
+            _check_usage(usage)
+        st = _enc_state(self.enctype, key, usage)
+        if ciphertext.__class__ is not bytes:
+            ciphertext = _as_bytes(ciphertext, "ciphertext")
         n = len(ciphertext)
         if n < 28:
             raise CryptoError(f"{self.name} ciphertext too short ({n} octets, minimum 28)")
@@ -653,8 +678,11 @@ class _AesSha1Profile(Profile):
         return data[_CONFOUNDER:]
 
     def checksum(self, key: bytes, usage: int, data: bytes) -> bytes:
-        mac = _cksum_key(self.enctype, self._key(key), _check_usage(usage))
-        return mac.digest(data)[:12]
+        if not isinstance(key, bytes) or len(key) != self.key_size:
+            key = self._key(key)
+        if usage.__class__ is not int or not 0 <= usage <= _MAX_USAGE:
+            _check_usage(usage)
+        return _cksum_key(self.enctype, key, usage).digest(data)[:12]
 
     def prf_key(self, key: bytes) -> Secret:
         """DK(key, "prf"), the key of the RFC 3961 §5.3 PRF."""
@@ -662,11 +690,15 @@ class _AesSha1Profile(Profile):
 
     def prf(self, key: bytes, data: bytes) -> bytes:
         """MIT/Heimdal ``krb5_c_prf``: AES(DK(key,"prf"), SHA-1(data)[0:16]), 16 octets."""
-        return _prf_state(self._key(key)).ecb_encrypt(hashlib.sha1(data).digest()[:16])
+        if not isinstance(key, bytes) or len(key) != self.key_size:
+            key = self._key(key)
+        return _prf_state(key).ecb_encrypt(_sha1(data).digest()[:16])
 
     def prf_literal(self, key: bytes, data: bytes) -> bytes:
         """Literal RFC 3961 reading: AES-CTS(DK(key,"prf"), SHA-1(data)), 20 octets."""
-        return _prf_state(self._key(key)).cts_encrypt(hashlib.sha1(data).digest())
+        if not isinstance(key, bytes) or len(key) != self.key_size:
+            key = self._key(key)
+        return _prf_state(key).cts_encrypt(_sha1(data).digest())
 
 
 # enctype -> (HMAC/PBKDF2 hash, Ke bits, Kc/Ki bits)  (RFC 8009 §5)
@@ -693,14 +725,26 @@ class _AesSha2Profile(Profile):
     def encrypt(
         self, key: bytes, usage: int, plaintext: bytes, confounder: bytes | None = None
     ) -> bytes:
-        st = _enc_state(self.enctype, self._key(key), _check_usage(usage))
-        data = self._confounder(confounder) + _as_bytes(plaintext, "plaintext")
+        if not isinstance(key, bytes) or len(key) != self.key_size:
+            key = self._key(key)
+        if usage.__class__ is not int or not 0 <= usage <= _MAX_USAGE:
+            _check_usage(usage)
+        st = _enc_state(self.enctype, key, usage)
+        conf = _urandom(_CONFOUNDER) if confounder is None else self._confounder(confounder)
+        if plaintext.__class__ is not bytes:
+            plaintext = _as_bytes(plaintext, "plaintext")
+        data = conf + plaintext
         c = st.aes.cts_encrypt(data)
         return c + st.mac.digest(c)[: self.mac_size]
 
     def decrypt(self, key: bytes, usage: int, ciphertext: bytes) -> bytes:
-        st = _enc_state(self.enctype, self._key(key), _check_usage(usage))
-        ciphertext = _as_bytes(ciphertext, "ciphertext")
+        if not isinstance(key, bytes) or len(key) != self.key_size:
+            key = self._key(key)
+        if usage.__class__ is not int or not 0 <= usage <= _MAX_USAGE:
+            _check_usage(usage)
+        st = _enc_state(self.enctype, key, usage)
+        if ciphertext.__class__ is not bytes:
+            ciphertext = _as_bytes(ciphertext, "ciphertext")
         h = self.mac_size
         n = len(ciphertext)
         if n < _CONFOUNDER + h:
@@ -714,8 +758,11 @@ class _AesSha2Profile(Profile):
         return st.aes.cts_decrypt(c)[_CONFOUNDER:]
 
     def checksum(self, key: bytes, usage: int, data: bytes) -> bytes:
-        mac = _cksum_key(self.enctype, self._key(key), _check_usage(usage))
-        return mac.digest(data)[: self.checksum_size]
+        if not isinstance(key, bytes) or len(key) != self.key_size:
+            key = self._key(key)
+        if usage.__class__ is not int or not 0 <= usage <= _MAX_USAGE:
+            _check_usage(usage)
+        return _cksum_key(self.enctype, key, usage).digest(data)[: self.checksum_size]
 
     def prf(self, key: bytes, data: bytes) -> bytes:
         """KDF-HMAC-SHA2(key, "prf", data, 256|384) (RFC 8009 §5)."""
