@@ -172,6 +172,16 @@ _BASIC_ONLY = frozenset(
 )
 
 
+_A_LIFE_TYPE = int(IpsecAttr.SA_LIFE_TYPE)
+_A_LIFE_DURATION = int(IpsecAttr.SA_LIFE_DURATION)
+_A_KEY_LENGTH = int(IpsecAttr.KEY_LENGTH)
+_A_AUTH = int(IpsecAttr.AUTH_ALGORITHM)
+_A_MODE = int(IpsecAttr.ENCAPSULATION_MODE)
+_A_GROUP = int(IpsecAttr.GROUP_DESCRIPTION)
+_L_SECONDS = int(LifeType.SECONDS)
+_L_KILOBYTES = int(LifeType.KILOBYTES)
+
+
 def parse_transform(transform: Transform) -> TransformParams:
     """Interpret a transform's attributes; ATTRIBUTES-NOT-SUPPORTED when they
     are contradictory or malformed (RFC 2407 §4.5.2/§4.5.3)."""
@@ -181,22 +191,24 @@ def parse_transform(transform: Transform) -> TransformParams:
     seen: dict[int, int] = {}
     for a in transform.attributes:
         t = a.type
-        if t in _BASIC_ONLY and not a.is_tv:
-            raise AttributesNotSupported(f"basic attribute {t} sent as TLV")
-        v = a.int_value
-        if t == IpsecAttr.SA_LIFE_TYPE:
-            if v not in (LifeType.SECONDS, LifeType.KILOBYTES):
+        v = a.value
+        if not isinstance(v, int):  # TLV form (Attribute.is_tv / int_value inlined)
+            if t in _BASIC_ONLY:
+                raise AttributesNotSupported(f"basic attribute {t} sent as TLV")
+            v = int.from_bytes(v, "big")
+        if t == _A_LIFE_TYPE:
+            if v != _L_SECONDS and v != _L_KILOBYTES:
                 raise AttributesNotSupported(f"SA Life Type {v}")
             if life_type is not None:
                 raise AttributesNotSupported("SA Life Type without its Duration")
             life_type = v
             continue
-        if t == IpsecAttr.SA_LIFE_DURATION:
+        if t == _A_LIFE_DURATION:
             if life_type is None:
                 raise AttributesNotSupported("SA Life Duration without a preceding Life Type")
             if v == 0:
                 raise AttributesNotSupported("SA Life Duration 0")
-            if life_type == LifeType.SECONDS:
+            if life_type == _L_SECONDS:
                 if secs is not None:
                     raise AttributesNotSupported("two seconds lifetimes")
                 secs = v
@@ -211,13 +223,13 @@ def parse_transform(transform: Transform) -> TransformParams:
                 raise AttributesNotSupported(f"conflicting values for attribute {t}")
             continue
         seen[t] = v
-        if t == IpsecAttr.KEY_LENGTH:
+        if t == _A_KEY_LENGTH:
             key_length = v
-        elif t == IpsecAttr.AUTH_ALGORITHM:
+        elif t == _A_AUTH:
             auth = v
-        elif t == IpsecAttr.ENCAPSULATION_MODE:
+        elif t == _A_MODE:
             mode = v
-        elif t == IpsecAttr.GROUP_DESCRIPTION:
+        elif t == _A_GROUP:
             group = v
         else:
             other.append(a)
