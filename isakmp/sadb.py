@@ -124,6 +124,11 @@ class UnknownSA(SadbError, LookupError):
 # --- value types ------------------------------------------------------------------
 
 
+# int -> member (a dict lookup is much cheaper than calling the enum)
+_PROTOCOLS = {int(m): m for m in ProtocolId}
+_MODES = {int(m): m for m in EncapsulationMode}
+
+
 class SAState(IntEnum):
     LARVAL = 0
     MATURE = 1
@@ -530,7 +535,7 @@ class SADB:
         reserved = spi_in in self._reserved
         if not reserved and self._used() >= self.max_sas:
             raise SadbFull(f"SADB full ({self.max_sas} SAs/reserved SPIs)")
-        proto = ProtocolId(int(protocol))
+        proto = _PROTOCOLS.get(int(protocol)) or ProtocolId(int(protocol))
         if spi_out is not None and (int(proto), spi_out, peer) in self._by_spi_out:
             raise DuplicateSpi(f"peer already uses outbound SPI {spi_out:08x}")
         lifetime = lifetime if lifetime is not None else Lifetime()
@@ -544,7 +549,7 @@ class SADB:
             spi_in=spi_in,
             spi_out=spi_out,
             transform=self._transforms.setdefault(transform, transform),
-            mode=EncapsulationMode(int(mode)),
+            mode=_MODES.get(int(mode)) or EncapsulationMode(int(mode)),
             keys_in=keys_in,
             keys_out=keys_out,
             lifetime=lifetime,
