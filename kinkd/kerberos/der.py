@@ -235,13 +235,27 @@ class Reader:
         saved = self.end
         buf = self.buf
         p = self.pos
-        # fast path: short-form length (everything else goes through header())
+        # fast path: minimal 1-, 2- and 3-octet length forms (anything else,
+        # including every error, goes through header())
         if p + 2 <= saved and buf[p] == tag:
             n = buf[p + 1]
-            if n < 0x80 and p + 2 + n <= saved:
-                self.pos = p + 2
-                self.end = p + 2 + n
-                return saved
+            if n < 0x80:
+                if p + 2 + n <= saved:
+                    self.pos = p + 2
+                    self.end = p + 2 + n
+                    return saved
+            elif n == 0x81:
+                n = buf[p + 2] if p + 3 <= saved else 0
+                if n >= 0x80 and p + 3 + n <= saved:
+                    self.pos = p + 3
+                    self.end = p + 3 + n
+                    return saved
+            elif n == 0x82 and p + 4 <= saved:
+                n = (buf[p + 2] << 8) | buf[p + 3]
+                if n >= 0x100 and p + 4 + n <= saved:
+                    self.pos = p + 4
+                    self.end = p + 4 + n
+                    return saved
         self.end = self.header(tag)
         return saved
 
@@ -296,8 +310,16 @@ class Reader:
         return v
 
     def string(self) -> str:
-        e = self.header(TAG_GENERAL_STRING)
-        raw = self.buf[self.pos : e]
+        buf = self.buf
+        p = self.pos
+        if p + 2 <= self.end and buf[p] == TAG_GENERAL_STRING and buf[p + 1] < 0x80:
+            e = p + 2 + buf[p + 1]
+            if e > self.end:
+                raise DecodeError("DER length exceeds enclosing data")
+            raw = buf[p + 2 : e]
+        else:
+            e = self.header(TAG_GENERAL_STRING)
+            raw = buf[self.pos : e]
         self.pos = e
         try:
             return raw.decode("utf-8")

@@ -267,8 +267,9 @@ class PrincipalName:
         s1 = r.enter(0xA1)
         s2 = r.enter(_SEQ)
         comps = []
+        read = r.string
         while r.pos < r.end:
-            comps.append(r.string())
+            comps.append(read())
         r.leave(s2)
         r.leave(s1)
         r.leave(s)
@@ -692,13 +693,23 @@ class Authenticator:
         s1 = r.enter(_SEQ)
         _check_pvno(r, 0)
         crealm = r.ctx_string(1)
-        cname = _ctx_obj(r, 2, PrincipalName._read)
-        cksum = _ctx_obj(r, 3, Checksum._read) if r.has(3) else None
+        s = r.enter(0xA2)
+        cname = PrincipalName._read(r)
+        r.leave(s)
+        buf = r.buf
+        # the OPTIONAL fields: r.has(n) inlined
+        cksum = _ctx_obj(r, 3, Checksum._read) if r.pos < r.end and buf[r.pos] == 0xA3 else None
         cusec = r.ctx_int(4, 0, MICROSECONDS_MAX)
         ctime = r.ctx_time(5)
-        subkey = _ctx_obj(r, 6, EncryptionKey._read) if r.has(6) else None
-        seq = r.ctx_int(7, 0, UINT32_MAX) if r.has(7) else None
-        ad = _ctx_seq_of(r, 8, AuthorizationDataEntry._read) if r.has(8) else None
+        subkey = None
+        seq = ad = None
+        if r.pos < r.end:
+            if buf[r.pos] == 0xA6:
+                subkey = _ctx_obj(r, 6, EncryptionKey._read)
+            if r.has(7):
+                seq = r.ctx_int(7, 0, UINT32_MAX)
+            if r.has(8):
+                ad = _ctx_seq_of(r, 8, AuthorizationDataEntry._read)
         r.leave(s1)
         r.leave(s0)
         return cls(crealm, cname, cusec, ctime, cksum, subkey, seq, ad)
