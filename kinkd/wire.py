@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import isakmp as _isakmp  # already loaded by kinkd.kerberos (isakmp.secret)
 from kinkd.kerberos.crypto import KEY_USAGE_KINK_CKSUM, KEY_USAGE_KINK_ENCRYPT, Profile, profile
 from kinkd.kerberos.errors import CryptoError, IntegrityError
 
@@ -318,17 +319,13 @@ class IsakmpPayload(KinkPayload):
         map to Notify payloads, not to KINK_ERROR).
         """
         self.check_qm_version()
-        from isakmp import decode_payloads
-
-        return decode_payloads(self.inner_next_payload, self.chain)
+        return _isakmp.decode_payloads(self.inner_next_payload, self.chain)
 
     @classmethod
     def from_payloads(
         cls, payloads: Sequence[IsakmpPayloadObject], *, qm_major: int = 1, qm_minor: int = 0
     ) -> IsakmpPayload:
-        from isakmp import encode_payloads
-
-        first, chain = encode_payloads(payloads)
+        first, chain = _isakmp.encode_payloads(payloads)
         return cls(first, chain, qm_major, qm_minor)
 
     def _body(self) -> bytes:
