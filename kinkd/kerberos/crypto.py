@@ -411,6 +411,24 @@ class _Aes:
             return c
         return b"".join((c[: m - 32], c[m - 16 :], c[m - 32 : m - 32 + r]))
 
+    def cts_encrypt2(self, data: bytes) -> bytes:
+        """:meth:`cts_encrypt` of 17..31 octets (two blocks, e.g. a SHA-1 digest)."""
+        r = len(data) - _BLOCK
+        data += _ZERO_IV[r:]
+        pool = self._cbc_pool
+        try:
+            ctx, last = pool.pop()
+        except IndexError:
+            ctx, last = self._cbc.encryptor(), 0
+        if last:
+            data = (_from_bytes(data[:_BLOCK], "big") ^ last).to_bytes(_BLOCK, "big") + data[
+                _BLOCK:
+            ]
+        c = ctx.update(data)
+        c2 = c[_BLOCK:]
+        pool.append((ctx, _from_bytes(c2, "big")))
+        return c2 + c[:r]
+
     def cts_decrypt(self, data: bytes) -> bytes:
         """Inverse of :meth:`cts_encrypt` (``data`` >= 16 octets), zero IV."""
         pool = self._dec_pool
@@ -698,7 +716,7 @@ class _AesSha1Profile(Profile):
         """Literal RFC 3961 reading: AES-CTS(DK(key,"prf"), SHA-1(data)), 20 octets."""
         if not isinstance(key, bytes) or len(key) != self.key_size:
             key = self._key(key)
-        return _prf_state(key).cts_encrypt(_sha1(data).digest())
+        return _prf_state(key).cts_encrypt2(_sha1(data).digest())  # 20 octets
 
 
 # enctype -> (HMAC/PBKDF2 hash, Ke bits, Kc/Ki bits)  (RFC 8009 §5)
