@@ -278,7 +278,8 @@ class Acceptor:
         if not isinstance(entry.key, ServiceKey):
             return False
         k = entry.key
-        return self.keys.find(k.principal, k.kvno, k.enctype)[1] == k
+        found = self.keys.find(k.principal, k.kvno, k.enctype)[1]
+        return found is k or found == k
 
     def _open_ticket(self, raw_ticket: bytes, u2u: bool) -> _TicketEntry:
         try:
