@@ -200,7 +200,16 @@ def _top(cls_read: Callable[[Reader], T], data: bytes) -> T:
     return v
 
 
+# [n] { INTEGER v } for the small values most fields hold (etype, name-type, ...)
+_CTX_SMALL_INT = tuple(
+    {v: bytes((0xA0 | n, 3, 2, 1, v & 0xFF)) for v in range(-128, 128)} for n in range(32)
+)
+
+
 def _i(n: int, v: int) -> bytes:
+    small = _CTX_SMALL_INT[n].get(v) if v.__class__ is int else None
+    if small is not None:
+        return small
     return enc_ctx(n, enc_int(v, INT32_MIN, INT32_MAX))
 
 
@@ -217,11 +226,17 @@ def _s(n: int, v: str) -> bytes:
 
 
 def _o(n: int, v: bytes) -> bytes:
+    k = len(v)
+    if k < 0x7E and v.__class__ is bytes:  # both lengths in short form
+        return bytes((0xA0 | n, k + 2, 4, k)) + v
     return enc_ctx(n, enc_octets(v))
 
 
+_T_HEAD = tuple(bytes((0xA0 | n, 0x11, 0x18, 0x0F)) for n in range(32))
+
+
 def _t(n: int, v: int) -> bytes:
-    return b"%c\x11\x18\x0f" % (0xA0 | n) + time_to_str(v)
+    return _T_HEAD[n] + time_to_str(v)
 
 
 def _f(n: int, v: int) -> bytes:
