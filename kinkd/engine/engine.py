@@ -91,6 +91,27 @@ Decisions (and where RFC 4430 and the digest/implementations differ)
   (peer, child) are ranked by (initiator principal, Ni) and the lowest one
   survives; each side deletes (DELETE command) the losers *it* initiated, so
   exactly one DELETE per loser is sent and both sides keep the same pair.
+  SAs of different initiator principals with identical selectors (a user's SA
+  and the daemon's) are ranked by this rule alone.
+* Superseded responder pairs: when we install, as responder, a pair for
+  (peer, child, selectors) and already hold, as responder, older MATURE pairs
+  there created by the *same* initiator principal, only the newest (by
+  creation) is what the initiator uses: the older ones are superseded (a
+  rekey, or a re-creation after the initiator lost state without telling us,
+  e.g. its DPD declared us dead while its DELETE was lost, or it restarted
+  with the same epoch). A rekeying initiator DELETEs the old pair itself
+  ``delete_grace`` after the REPLY, retransmitted for one cycle, so we wait
+  ``delete_grace + T-retrans + 1 s`` from the newer pair's establishment; a
+  superseded pair still there then (and still older than a live, MATURE
+  pair of that principal) is removed locally like a peer's DELETE (outbound
+  at once, inbound after ``delete_grace``; Event SA_DELETED, reason
+  ``superseded``, counter ``sas.superseded``) and a best-effort DELETE naming
+  it is sent (an initiator that does not know it answers INVALID-SPI). The
+  rule never touches SAs we initiated, SAs of other principals, or a pair
+  whose successor is gone again (e.g. deleted as a collision loser by its
+  initiator); a rekey collision is unaffected (its losers are ranked and
+  DELETEd as above; a superseded pair already being deleted is skipped).
+  The check is re-armed by ``import_state``.
 * Epochs: a changed epoch (both non-zero; 0 = unknown, as racoon2) in an
   authenticated AP-REQ/AP-REP deletes every established SA created with
   that principal (Event PEER_REBOOTED) and re-initiates children with
@@ -844,8 +865,9 @@ class Engine:
 
         Timers resume: SA soft/hard lifetimes (re-based on ``now``), DPD of every peer
         with SAs (armed ``dpd`` seconds from ``now``: silence before the restart is not
-        counted), the DELETE of rekeyed SAs we initiated (``delete_grace`` from ``now``)
-        and the final removal of SAs that were being deleted. Transactions in flight
+        counted), the DELETE of rekeyed SAs we initiated (``delete_grace`` from ``now``),
+        the final removal of SAs that were being deleted and the check for superseded
+        responder pairs (bound counted from ``now``). Transactions in flight
         are not persisted; the peers' epochs and clock offsets are. SAs that belonged
         to a user (``SAMeta.user_principal``) come back without their credentials
         handle and are not rekeyed (Event REKEY_SKIPPED at their soft lifetime).
@@ -865,6 +887,9 @@ class Engine:
                 self._timers.set(("grace", r.id), now + grace)
             elif r.initiator and r.replaced_by is not None:
                 self._timers.set(("rekeydel", r.id), now + grace)
+        for r in recs:
+            if not r.initiator and r.state == SAState.MATURE:
+                self._check_superseded(r, now)
         for n, d in data.get("peers", {}).items():
             if n in self._peers:
                 self._peers[n].load(d)
@@ -1246,6 +1271,8 @@ class Engine:
                     principal=self._meta[rec.id].remote_principal)
         peer.failures.pop(rec.child, None)
         self._resolve_duplicates(peer, rec, now, out)
+        if not rec.initiator:
+            self._check_superseded(rec, now)
         self._arm_dpd(peer, now)
         self._changed(out)
 
@@ -2082,6 +2109,7 @@ class Engine:
         self.sadb.delete(sa_id)
         self._timers.cancel(("grace", sa_id))
         self._timers.cancel(("rekeydel", sa_id))
+        self._timers.cancel(("superseded", sa_id))
         self.stats["sas.deleted"] += 1
         if event:
             self._event(out, EventKind.SA_DELETED, str(rec.peer), rec.child,
@@ -2120,6 +2148,57 @@ class Engine:
             self.stats["collisions"] += 1
             self._start_delete(peer, mine, now, out, reason="duplicate")
 
+    def _same_initiator(self, rec: Any) -> list:
+        """The live MATURE pairs we hold as responder in ``rec``'s (peer, child, selectors)
+        created by ``rec``'s initiator principal, oldest first (``rec`` included if live)."""
+        g = self._groups.get((rec.peer, rec.child, rec.selectors))
+        m = self._meta.get(rec.id)
+        if g is None or len(g) < 2 or m is None:
+            return []
+        who = m.initiator_principal
+        meta, get = self._meta, self.sadb.get
+        same = []
+        for i in g:
+            r, mi = get(i), meta.get(i)
+            if r is not None and mi is not None and not r.initiator \
+                    and r.state == SAState.MATURE and r.replaced_by is None \
+                    and not mi.deleting and mi.initiator_principal == who:
+                same.append(r)
+        same.sort(key=lambda r: (r.created, r.id))
+        return same
+
+    def _check_superseded(self, rec: Any, now: float) -> None:
+        """A responder pair became MATURE: give the initiator ``delete_grace`` plus a
+        retransmission cycle to DELETE the older pairs of the same principal it
+        supersedes (see the module docstring), then remove them ourselves."""
+        same = self._same_initiator(rec)
+        if len(same) < 2:
+            return
+        when = now + self.timers.delete_grace + self._t_retrans + 1.0
+        for r in same[:-1]:
+            self._timers.set_if_earlier(("superseded", r.id), when)
+
+    def _drop_superseded(self, rec: Any, now: float, out: list) -> None:
+        peer = self._peers.get(rec.peer)
+        if peer is None:
+            return
+        same = self._same_initiator(rec)
+        if len(same) < 2 or same[-1] is rec or not any(r is rec for r in same):
+            return  # not superseded (any more) by a live newer pair
+        new, m = same[-1], self._meta[rec.id]
+        self.stats["sas.superseded"] += 1
+        self._event(out, EventKind.SA_DELETED, peer.name, rec.child,
+                    f"{rec.protocol.name} SA {rec.spi_in:08x}/{rec.spi_out:08x} of "
+                    f"{m.initiator_principal} superseded by {new.spi_in:08x}/"
+                    f"{new.spi_out:08x} and not deleted by the initiator: removed, "
+                    f"DELETE sent", spi_in=rec.spi_in, spi_out=rec.spi_out,
+                    principal=m.initiator_principal, reason="superseded")
+        self._local_delete(rec, now, out, "superseded")
+        isa = IsakmpPayload.from_payloads([Delete(int(rec.protocol),
+                                                  [rec.spi_in.to_bytes(4, "big")])])
+        self._start_txn(Txn(Kind.DELETE, peer, started=now, isakmp=isa, reason="superseded"),
+                        now, out)
+
     # ------------------------------------------------------------------ timers
 
     def _on_expiry(self, ev: Any, now: float, out: list) -> None:
@@ -2137,6 +2216,7 @@ class Engine:
             self.stats["sas.deleted"] += 1
             self.stats["sas.expired"] += 1
             self._timers.cancel(("grace", rec.id))
+            self._timers.cancel(("superseded", rec.id))
             self._event(out, EventKind.SA_DELETED, str(rec.peer), rec.child,
                         f"{rec.protocol.name} SA {rec.spi_in:08x} expired",
                         spi_in=rec.spi_in, spi_out=rec.spi_out, reason="expired")
@@ -2206,6 +2286,10 @@ class Engine:
             peer = self._peers.get(rec.peer) if rec is not None else None
             if rec is not None and peer is not None and not self._meta[rec.id].deleting:
                 self._start_delete(peer, [rec], now, out, reason="rekeyed")
+        elif kind == "superseded":
+            rec = self.sadb.get(key[1])
+            if rec is not None and rec.id in self._meta:
+                self._drop_superseded(rec, now, out)
         elif kind == "dpd":
             peer = self._peers.get(key[1])
             if peer is not None:
