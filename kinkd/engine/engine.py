@@ -219,10 +219,14 @@ from .policy import (
     Selectors,
     child_mode,
     child_policy,
+    compile_children,
     host_ts,
     id_to_ts,
     match_child,
+    match_compiled,
     needs_ids,
+    proposed_from_id,
+    proposed_host,
     resolve,
     ts_to_id,
 )
@@ -360,6 +364,10 @@ class Engine:
         self._by_principal: dict[str, list[PeerState]] = {}
         self._policies: dict[tuple[str, str], Any] = {}
         self._child_cfg: dict[tuple[str, str], ChildConfig] = {}
+        # (peer, local host, remote host) -> (children, compile_children(...))
+        self._compiled: dict[tuple, tuple] = {}
+        # (peer, child, local host, remote host) -> (child, Selectors, (IDci, IDcr) or ())
+        self._create_sel: dict[tuple, tuple] = {}
         for ps in self._peers.values():
             self._by_host.setdefault(ps.cfg.address.host, []).append(ps)
             for pr in (ps.cfg.principal, *ps.cfg.allow_principals):
@@ -413,6 +421,19 @@ class Engine:
             if ep.host not in ("0.0.0.0", "::"):
                 return ep.host
         return None
+
+    def _match_child(self, peer: PeerState, local_host: str | None, remote_host: str | None,
+                     local_key: tuple, remote_key: tuple) -> ChildConfig | None:
+        """``match_child`` of the peer's children on precomputed selector keys."""
+        children = peer.cfg.children
+        ck = (peer.name, local_host, remote_host)
+        c = self._compiled.get(ck)
+        if c is None or c[0] is not children:
+            if len(self._compiled) >= 4096:
+                self._compiled.clear()
+            c = self._compiled[ck] = (children, compile_children(children, local_host,
+                                                                 remote_host))
+        return match_compiled(c[1], local_key, remote_key)
 
     def _changed(self, out: list) -> None:
         if not out or type(out[-1]) is not StateChanged:
@@ -1173,13 +1194,15 @@ class Engine:
             if ids:
                 if len(ids) != 2:
                     raise IsakmpError("need IDci and IDcr", notify=M.INVALID_ID_INFORMATION)
-                remote_ts, local_ts = id_to_ts(ids[0]), id_to_ts(ids[1])
+                remote_ts, rkey = proposed_from_id(ids[0])
+                local_ts, lkey = proposed_from_id(ids[1])
             else:
-                remote_ts, local_ts = host_ts(addr[0]), host_ts(local_host)
+                remote_ts, rkey = proposed_host(addr[0])
+                local_ts, lkey = proposed_host(local_host)
         except IsakmpError as e:
             return self._refusal(M.PAYLOAD_MALFORMED, out, peer.name, None,
                                  f"bad ID payload: {e}", client), False, None
-        child = match_child(peer.cfg.children, local_ts, remote_ts, local_host, addr[0])
+        child = self._match_child(peer, local_host, addr[0], lkey, rkey)
         if child is None:
             return self._refusal(REFUSED_BY_POLICY, out, peer.name, None,
                                  f"traffic selectors {remote_ts} <-> {local_ts} match no child",
@@ -1616,12 +1639,20 @@ class Engine:
             pls.append(KeyExchange(t.dh.public))
         local_host = self._local_host(None)
         remote_host = peer.cfg.address.host
-        sel_local = resolve(child.local_ts[0], local_host)
-        sel_remote = resolve(child.remote_ts[0], remote_host)
-        if needs_ids(child) and sel_local.network is not None and sel_remote.network is not None:
-            pls.append(ts_to_id(sel_local))  # IDci
-            pls.append(ts_to_id(sel_remote))  # IDcr
-        t.selectors = Selectors(sel_local, sel_remote)
+        sk = (peer.name, child.name, local_host, remote_host)
+        c = self._create_sel.get(sk)
+        if c is None or c[0] is not child:
+            sel_local = resolve(child.local_ts[0], local_host)
+            sel_remote = resolve(child.remote_ts[0], remote_host)
+            id_pls: tuple = ()
+            if needs_ids(child) and sel_local.network is not None \
+                    and sel_remote.network is not None:
+                id_pls = (ts_to_id(sel_local), ts_to_id(sel_remote))  # IDci, IDcr
+            if len(self._create_sel) >= 65536:
+                self._create_sel.clear()
+            c = self._create_sel[sk] = (child, Selectors(sel_local, sel_remote), id_pls)
+        pls.extend(c[2])
+        t.selectors = c[1]
         t.isakmp = IsakmpPayload.from_payloads(pls)
         if t.dh is None:
             # RFC 4430 §3.2: inbound SA of the optimistic proposal before sending

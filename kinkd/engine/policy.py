@@ -31,6 +31,11 @@ __all__ = [
     "ts_covers",
     "host_ts",
     "match_child",
+    "proposed_from_id",
+    "proposed_host",
+    "compile_children",
+    "match_compiled",
+    "ts_key",
 ]
 
 _ANY_PORTS = (0, 65535)
@@ -116,6 +121,88 @@ def id_to_ts(idp: Identification) -> TrafficSelector:
     if idp.port:
         return TrafficSelector(net, idp.protocol, idp.port, idp.port)
     return TrafficSelector(net, idp.protocol)
+
+
+# --- precomputed selectors -------------------------------------------------------------
+#
+# A selector *key* is ``(protocol, port_from, port_to, version, first, last)`` with the
+# address range as integers (version 0 = dynamic, unresolved). ``_key_covers`` on two keys
+# is exactly ``ts_covers`` on the two selectors: the networks are prefixes, so "subnet of"
+# is "range inside range" of the same address family.
+
+_MEMO_MAX = 4096
+_id_memo: dict[tuple, tuple[TrafficSelector, tuple]] = {}
+_host_memo: dict[str | None, tuple[TrafficSelector, tuple]] = {}
+
+
+def ts_key(ts: TrafficSelector) -> tuple:
+    net = ts.network
+    if net is None:
+        return (ts.protocol, ts.port_from, ts.port_to, 0, 0, 0)
+    first = int(net.network_address)
+    return (ts.protocol, ts.port_from, ts.port_to, net.version, first,
+            first | ((1 << (net.max_prefixlen - net.prefixlen)) - 1))
+
+
+def proposed_from_id(idp: Identification) -> tuple[TrafficSelector, tuple]:
+    """``(id_to_ts(idp), its key)``, memoized on the payload's content (the selector is
+    an immutable value; errors are raised every time, never memoized)."""
+    k = (idp.id_type, idp.protocol, idp.port, idp.data)
+    r = _id_memo.get(k)
+    if r is None:
+        ts = id_to_ts(idp)
+        r = (ts, ts_key(ts))
+        if len(_id_memo) >= _MEMO_MAX:
+            _id_memo.clear()
+        _id_memo[k] = r
+    return r
+
+
+def proposed_host(addr: str | None) -> tuple[TrafficSelector, tuple]:
+    """``(host_ts(addr), its key)``, memoized."""
+    r = _host_memo.get(addr)
+    if r is None:
+        ts = host_ts(addr)
+        r = (ts, ts_key(ts))
+        if len(_host_memo) >= _MEMO_MAX:
+            _host_memo.clear()
+        _host_memo[addr] = r
+    return r
+
+
+def compile_children(children, local_addr: str | None, remote_addr: str | None) -> tuple:
+    """``(child, local keys, remote keys)`` of each child, dynamic selectors resolved."""
+    return tuple(
+        (child,
+         tuple(ts_key(resolve(t, local_addr)) for t in child.local_ts),
+         tuple(ts_key(resolve(t, remote_addr)) for t in child.remote_ts))
+        for child in children
+    )
+
+
+def _key_covers(o: tuple, i: tuple) -> bool:
+    proto, pf, pt, ver, first, last = o
+    if proto and i[0] != proto:
+        return False
+    if (pf != 0 or pt != 65535) and not (pf <= i[1] and i[2] <= pt):
+        return False
+    if not ver:
+        return True
+    return i[3] == ver and first <= i[4] and i[5] <= last
+
+
+def match_compiled(compiled: tuple, local: tuple, remote: tuple) -> ChildConfig | None:
+    """``match_child`` on precompiled children and selector keys."""
+    for child, locs, rems in compiled:
+        for o in locs:
+            if _key_covers(o, local):
+                break
+        else:
+            continue
+        for o in rems:
+            if _key_covers(o, remote):
+                return child
+    return None
 
 
 def ts_covers(outer: TrafficSelector, inner: TrafficSelector) -> bool:
