@@ -366,8 +366,6 @@ class Engine:
         self._child_cfg: dict[tuple[str, str], ChildConfig] = {}
         # (peer, local host, remote host) -> (children, compile_children(...))
         self._compiled: dict[tuple, tuple] = {}
-        # (peer, child, local host, remote host) -> (child, Selectors, (IDci, IDcr) or ())
-        self._create_sel: dict[tuple, tuple] = {}
         for ps in self._peers.values():
             self._by_host.setdefault(ps.cfg.address.host, []).append(ps)
             for pr in (ps.cfg.principal, *ps.cfg.allow_principals):
@@ -1639,20 +1637,12 @@ class Engine:
             pls.append(KeyExchange(t.dh.public))
         local_host = self._local_host(None)
         remote_host = peer.cfg.address.host
-        sk = (peer.name, child.name, local_host, remote_host)
-        c = self._create_sel.get(sk)
-        if c is None or c[0] is not child:
-            sel_local = resolve(child.local_ts[0], local_host)
-            sel_remote = resolve(child.remote_ts[0], remote_host)
-            id_pls: tuple = ()
-            if needs_ids(child) and sel_local.network is not None \
-                    and sel_remote.network is not None:
-                id_pls = (ts_to_id(sel_local), ts_to_id(sel_remote))  # IDci, IDcr
-            if len(self._create_sel) >= 65536:
-                self._create_sel.clear()
-            c = self._create_sel[sk] = (child, Selectors(sel_local, sel_remote), id_pls)
-        pls.extend(c[2])
-        t.selectors = c[1]
+        sel_local = resolve(child.local_ts[0], local_host)
+        sel_remote = resolve(child.remote_ts[0], remote_host)
+        if needs_ids(child) and sel_local.network is not None and sel_remote.network is not None:
+            pls.append(ts_to_id(sel_local))  # IDci
+            pls.append(ts_to_id(sel_remote))  # IDcr
+        t.selectors = Selectors(sel_local, sel_remote)
         t.isakmp = IsakmpPayload.from_payloads(pls)
         if t.dh is None:
             # RFC 4430 §3.2: inbound SA of the optimistic proposal before sending

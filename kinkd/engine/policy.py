@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 _ANY_PORTS = (0, 65535)
+_MEMO_MAX = 4096  # bound of each memo below (cleared when full)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +97,23 @@ def host_ts(addr: str | None) -> TrafficSelector:
     return TrafficSelector(ipaddress.ip_network(f"{ip}/{ip.max_prefixlen}"))
 
 
+_id_of_ts: dict[TrafficSelector, tuple] = {}
+
+
 def ts_to_id(ts: TrafficSelector) -> Identification:
-    """ID payload of a resolved selector; a port range other than one port or any -> any."""
+    """ID payload of a resolved selector; a port range other than one port or any -> any.
+    (A new payload each time, from fields memoized per selector value.)"""
+    f = _id_of_ts.get(ts)
+    if f is None:
+        idp = _ts_to_id(ts)
+        f = (idp.id_type, idp.protocol, idp.port, idp.data)
+        if len(_id_of_ts) >= _MEMO_MAX:
+            _id_of_ts.clear()
+        _id_of_ts[ts] = f
+    return Identification(*f)
+
+
+def _ts_to_id(ts: TrafficSelector) -> Identification:
     if ts.network is None:
         raise ValueError("dynamic selector must be resolved first")
     port = ts.port_from if ts.port_from == ts.port_to else 0
@@ -130,7 +146,6 @@ def id_to_ts(idp: Identification) -> TrafficSelector:
 # is exactly ``ts_covers`` on the two selectors: the networks are prefixes, so "subnet of"
 # is "range inside range" of the same address family.
 
-_MEMO_MAX = 4096
 _id_memo: dict[tuple, tuple[TrafficSelector, tuple]] = {}
 _host_memo: dict[str | None, tuple[TrafficSelector, tuple]] = {}
 
@@ -221,9 +236,20 @@ def ts_covers(outer: TrafficSelector, inner: TrafficSelector) -> bool:
     return inner.network.subnet_of(outer.network)
 
 
+_resolved: dict[tuple, TrafficSelector] = {}
+
+
 def resolve(ts: TrafficSelector, addr: str | None) -> TrafficSelector:
+    """``ts.resolve(addr)`` for a dynamic selector and a known address (memoized)."""
     if ts.network is None and addr is not None:
-        return ts.resolve(addr)
+        k = (ts.protocol, ts.port_from, ts.port_to, addr)
+        r = _resolved.get(k)
+        if r is None:
+            r = ts.resolve(addr)
+            if len(_resolved) >= _MEMO_MAX:
+                _resolved.clear()
+            _resolved[k] = r
+        return r
     return ts
 
 
