@@ -28,12 +28,16 @@ from kinkd import __version__, control, metrics
 from kinkd import config as cfgmod
 from kinkd.backends.memory import MemoryBackend, read_state, write_state
 from kinkd.engine import api
+from kinkd.logs import enabled as log_enabled
 from kinkd.logs import log
 
 PERSIST_DELAY = 0.2
 MAX_RX_QUEUE = 4096
 RX_BATCH = 64
 KDC_WORKERS = 4
+_K = api.EventKind
+_SA_ESTABLISHED, _NEGOTIATION_FAILED = _K.SA_ESTABLISHED, _K.NEGOTIATION_FAILED
+_SHUTDOWN_DONE, _DELETE_DONE = _K.SHUTDOWN_DONE, _K.DELETE_DONE
 
 
 @dataclass
@@ -280,21 +284,32 @@ class Daemon:
             self._arm_timer()
 
     def _arm_timer(self) -> None:
+        """Arm the loop timer for the engine's next deadline. Only an *earlier* deadline
+        re-arms it: when the deadline moved later (a retransmission timer cancelled by its
+        REPLY: every operation) the armed timer fires early and ``_on_timer`` re-arms it,
+        instead of a cancel and a new TimerHandle per operation."""
         at = self.engine.next_deadline()
-        if at == self.timer_at:
+        if at is None:
+            return
+        armed = self.timer_at
+        if armed is not None and armed <= at:
             return
         if self.timer is not None:
             self.timer.cancel()
-            self.timer = None
         self.timer_at = at
-        if at is not None:
-            delay = max(0.0, at - self.now())
-            self.timer = self.loop.call_later(delay, self._on_timer)
+        self.timer = self.loop.call_later(max(0.0, at - self.now()), self._on_timer)
 
     def _on_timer(self) -> None:
         self.timer = None
         self.timer_at = None
-        self._apply(self.engine.handle_timers(self.now()))
+        at = self.engine.next_deadline()
+        if at is None:
+            return  # the deadline it was armed for went away
+        now = self.now()
+        if at > now:
+            self._arm_timer()  # armed for an earlier deadline that went away
+            return
+        self._apply(self.engine.handle_timers(now))
 
     # --- Kerberos in worker threads ---------------------------------------------------------
 
@@ -352,27 +367,30 @@ class Daemon:
     # --- events -----------------------------------------------------------------------------
 
     def _event(self, ev: api.Event) -> None:
-        fields = {"peer": ev.peer, "child": ev.child, **ev.fields}
-        log(ev.level, ev.kind.value, ev.message, **fields)
-        K = api.EventKind
+        kind = ev.kind
+        if log_enabled(ev.level):
+            fields = {"peer": ev.peer, "child": ev.child, **ev.fields}
+            log(ev.level, kind.value, ev.message, **fields)
         if ev.peer is not None:
-            if ev.kind == K.NEGOTIATION_FAILED:
+            if kind is _NEGOTIATION_FAILED:
                 self.last_failure[ev.peer] = {"time": self.now(), "child": ev.child,
                                               "reason": ev.fields.get("reason"),
                                               "message": ev.message}
-            elif ev.kind == K.SA_ESTABLISHED:
+            elif kind is _SA_ESTABLISHED:
                 self.last_failure.pop(ev.peer, None)
-        if ev.kind in (K.SA_ESTABLISHED, K.NEGOTIATION_FAILED):
-            ok = ev.kind == K.SA_ESTABLISHED
-            for key in ((ev.peer, ev.child), (ev.peer, None)):
-                for fut in self.waiters.pop(key, []):
-                    if not fut.done():
-                        fut.set_result((ok, ev.message, ev.fields))
-        elif ev.kind == K.SHUTDOWN_DONE:
+        if kind is _SA_ESTABLISHED or kind is _NEGOTIATION_FAILED:
+            ok = kind is _SA_ESTABLISHED
+            waiters = self.waiters
+            if waiters:
+                for key in ((ev.peer, ev.child), (ev.peer, None)):
+                    for fut in waiters.pop(key, ()):
+                        if not fut.done():
+                            fut.set_result((ok, ev.message, ev.fields))
+        elif kind is _SHUTDOWN_DONE:
             fut = getattr(self, "shutdown_done", None)
             if fut is not None and not fut.done():
                 fut.set_result(ev.fields)
-        elif ev.kind in (K.DELETE_DONE,):
+        elif kind is _DELETE_DONE:
             for fut in self.down_waiters.pop(ev.peer or "", []):
                 if not fut.done():
                     fut.set_result(True)
@@ -667,46 +685,52 @@ class Daemon:
         timeout = float(args.get("timeout", 30))
         lat: list[float] = []
         failed = 0
-        busy: dict[tuple[str, str | None], asyncio.Event] = {}
+        busy: dict[tuple[str, str | None], list[asyncio.Future]] = {}
         sem = asyncio.Semaphore(conc)
         clock = time.perf_counter
 
+        loop = self.loop
+
+        def expire(fut: asyncio.Future) -> None:
+            if not fut.done():
+                fut.set_result(False)
+
         async def one(peer: str, child: str | None) -> None:
             nonlocal failed
-            # DELETE_DONE/STATUS_DONE name only the peer: one such operation per peer at a time
-            key = (peer, child) if op in ("create", "rekey") else (peer, None)
-            while key in busy:
-                await busy[key].wait()
-            free = busy[key] = asyncio.Event()
-            fut = self.loop.create_future()
-            self.bench_waiters[key] = (op, fut)
-            t0 = clock()
-            now = self.now()
-            e = self.engine
             try:
-                if op == "create":
-                    self._apply(e.initiate(peer, child, now))
-                elif op == "rekey":
-                    self._apply(e.rekey(peer, child, now))
-                elif op == "delete":
-                    self._apply(e.delete(peer, child, now))
+                # DELETE_DONE/STATUS_DONE name only the peer: one such operation per peer
+                key = (peer, child) if op in ("create", "rekey") else (peer, None)
+                while key in busy:
+                    w = loop.create_future()
+                    busy[key].append(w)
+                    await w
+                busy[key] = []
+                fut = loop.create_future()
+                self.bench_waiters[key] = (op, fut)
+                t0 = clock()
+                now = self.now()
+                e = self.engine
+                timer = loop.call_later(timeout, expire, fut)
+                try:
+                    if op == "create":
+                        self._apply(e.initiate(peer, child, now))
+                    elif op == "rekey":
+                        self._apply(e.rekey(peer, child, now))
+                    elif op == "delete":
+                        self._apply(e.delete(peer, child, now))
+                    else:
+                        self._apply(e.status(peer, now))
+                    ok = await fut  # False on a failure or after the timeout
+                finally:
+                    timer.cancel()
+                    self.bench_waiters.pop(key, None)
+                    for w in busy.pop(key):
+                        if not w.done():
+                            w.set_result(None)
+                if ok:
+                    lat.append(round((clock() - t0) * 1e3, 4))
                 else:
-                    self._apply(e.status(peer, now))
-                ok = await asyncio.wait_for(fut, timeout)
-            except TimeoutError:
-                ok = False
-            finally:
-                self.bench_waiters.pop(key, None)
-                del busy[key]
-                free.set()
-            if ok:
-                lat.append(round((clock() - t0) * 1e3, 4))
-            else:
-                failed += 1
-
-        async def guarded(peer: str, child: str | None) -> None:
-            try:
-                await one(peer, child)
+                    failed += 1
             finally:
                 sem.release()
 
@@ -718,7 +742,7 @@ class Daemon:
                 if delay > 0:
                     await asyncio.sleep(delay)
             await sem.acquire()
-            tasks.append(asyncio.create_task(guarded(peer, child)))
+            tasks.append(asyncio.create_task(one(peer, child)))
         await asyncio.gather(*tasks)
         ops_done = clock()
         while op in ("rekey", "delete") and clock() - ops_done < timeout \

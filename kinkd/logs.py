@@ -87,6 +87,11 @@ def setup(level: str = "info", fmt: str = "text", stream=None) -> None:
     LOGGER.propagate = False
 
 
+def enabled(level: str) -> bool:
+    """Whether a ``log(level, ...)`` line would be emitted (build no fields otherwise)."""
+    return LOGGER.isEnabledFor(_LEVELS.get(level, logging.INFO))
+
+
 def log(level: str, event: str, message: str = "", **fields: Any) -> None:
     """Emit one structured line: ``log("info", "sa-established", peer="db1", spi_in=...)``."""
     lv = _LEVELS.get(level, logging.INFO)
