@@ -159,7 +159,13 @@ from isakmp.payloads import (
     Notification,
     SecurityAssociation,
 )
-from isakmp.proposals import build_offer, optimistic_proposals, select, validate_answer
+from isakmp.proposals import (
+    build_offer,
+    optimistic_proposals,
+    parse_transform,
+    select,
+    validate_answer,
+)
 from isakmp.sadb import (
     SADB,
     ExpiryKind,
@@ -168,6 +174,7 @@ from isakmp.sadb import (
     SAState,
     randomized_lifetime,
 )
+from isakmp.sadb import Transform as _SATransform
 from kinkd import wire
 from kinkd.config import ChildConfig, Config
 from kinkd.kerberos.acceptor import (
@@ -213,7 +220,7 @@ from .api import (
     Send,
     StateChanged,
 )
-from .keys import derive_sa_keys, negotiated_transform
+from .keys import derive_one, derive_sa_keys, negotiated_transform
 from .peers import PeerState, RateLimiter, user_key
 from .policy import (
     Selectors,
@@ -1283,12 +1290,12 @@ class Engine:
     def _established(self, rec: Any, peer: PeerState, now: float, out: list, role: str,
                      rekeyed: bool = False) -> None:
         self.stats["negotiations.succeeded"] += 1
+        proto, kw = rec.protocol.name, rec.transform.keyword
         self._event(out, EventKind.SA_REKEYED if rekeyed else EventKind.SA_ESTABLISHED,
                     peer.name, rec.child,
-                    f"{rec.protocol.name} SA {rec.spi_in:08x}/{rec.spi_out:08x} "
-                    f"{rec.transform.keyword} as {role}",
-                    spi_in=rec.spi_in, spi_out=rec.spi_out, protocol=rec.protocol.name,
-                    transform=rec.transform.keyword, role=role,
+                    f"{proto} SA {rec.spi_in:08x}/{rec.spi_out:08x} {kw} as {role}",
+                    spi_in=rec.spi_in, spi_out=rec.spi_out, protocol=proto,
+                    transform=kw, role=role,
                     principal=self._meta[rec.id].remote_principal)
         peer.failures.pop(rec.child, None)
         self._resolve_duplicates(peer, rec, now, out)
@@ -1647,19 +1654,17 @@ class Engine:
         if t.dh is None:
             # RFC 4430 §3.2: inbound SA of the optimistic proposal before sending
             prop, tr = optimistic_proposals(offer)[0]
-            from isakmp.proposals import parse_transform
-            from isakmp.sadb import Transform as _T
             p = parse_transform(tr)
-            transform = _T.negotiated(proto, p.transform_id, p.key_length, p.auth)
+            transform = _SATransform.negotiated(proto, p.transform_id, p.key_length, p.auth)
             tk = t.ticket
-            keys = derive_sa_keys(enctype=tk.enctype, session_key=tk.session_key,
-                                  prf_reading=peer.cfg.prf, protocol=proto, transform=transform,
-                                  spi_initiator=spi, spi_responder=spi, ni=t.ni)
+            # the initiator's direction only (the responder's is not known yet)
+            keys_in = derive_one(tk.enctype, tk.session_key, peer.cfg.prf, proto, transform,
+                                 spi, t.ni)
             rec = self.sadb.add(peer=peer.name, child=child.name, protocol=proto, spi_in=spi,
                                 transform=transform, mode=child_mode(child), now=now,
                                 lifetime=self._own_lifetime(child, p.life_seconds,
                                                             p.life_kilobytes),
-                                initiator=True, keys_in=keys.to_initiator,
+                                initiator=True, keys_in=keys_in,
                                 selectors=t.selectors, mature=False)
             self._meta[rec.id] = SAMeta(peer.cfg.principal, tk.client, t.ni, t.user, True, False,
                                         user_principal=tk.client if t.user is not None else None)
@@ -1957,17 +1962,19 @@ class Engine:
             return
         nr = nr or b""
         spi_i = t.spis[proto]
-        keys = derive_sa_keys(enctype=tk.enctype, session_key=tk.session_key,
-                              prf_reading=peer.cfg.prf, protocol=proto, transform=transform,
-                              spi_initiator=spi_i, spi_responder=spi_r, ni=t.ni, nr=nr,
-                              ke_secret=secret)
-        lifetime = self._own_lifetime(child, sel.life_seconds, sel.life_kilobytes)
         rekey_in = bool(nr) or not sel.optimistic
+        prf = peer.cfg.prf
+        keys_out = derive_one(tk.enctype, tk.session_key, prf, proto, transform, spi_r, t.ni,
+                              nr, secret)
+        # the inbound KEYMAT of an optimistic 2-way CREATE is the larval SA's (same inputs)
+        keys_in = derive_one(tk.enctype, tk.session_key, prf, proto, transform, spi_i, t.ni,
+                             nr, secret) if rekey_in or not t.larval else None
+        lifetime = self._own_lifetime(child, sel.life_seconds, sel.life_kilobytes)
         try:
             if t.larval:
                 sa_id = t.larval[0]
-                rec = self.sadb.activate(sa_id, spi_out=spi_r, keys_out=keys.to_responder,
-                                         keys_in=keys.to_initiator if rekey_in else None,
+                rec = self.sadb.activate(sa_id, spi_out=spi_r, keys_out=keys_out,
+                                         keys_in=keys_in,
                                          transform=transform, lifetime=lifetime)
                 if rekey_in:
                     out.append(InstallSA(rec, "in", replace=True))
@@ -1975,7 +1982,7 @@ class Engine:
                 rec = self.sadb.add(peer=peer.name, child=child.name, protocol=proto,
                                     spi_in=spi_i, transform=transform, mode=child_mode(child),
                                     now=now, lifetime=lifetime, initiator=True, spi_out=spi_r,
-                                    keys_in=keys.to_initiator, keys_out=keys.to_responder,
+                                    keys_in=keys_in, keys_out=keys_out,
                                     selectors=t.selectors)
                 self._meta[rec.id] = SAMeta(
                     peer.cfg.principal, tk.client, t.ni, t.user, False, False,

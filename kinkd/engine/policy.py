@@ -97,20 +97,22 @@ def host_ts(addr: str | None) -> TrafficSelector:
     return TrafficSelector(ipaddress.ip_network(f"{ip}/{ip.max_prefixlen}"))
 
 
-_id_of_ts: dict[TrafficSelector, tuple] = {}
+_id_of_net: dict = {}
 
 
 def ts_to_id(ts: TrafficSelector) -> Identification:
     """ID payload of a resolved selector; a port range other than one port or any -> any.
-    (A new payload each time, from fields memoized per selector value.)"""
-    f = _id_of_ts.get(ts)
+    (A new payload each time; the ID type and data are memoized per network.)"""
+    net = ts.network
+    f = _id_of_net.get(net) if net is not None else None
     if f is None:
         idp = _ts_to_id(ts)
-        f = (idp.id_type, idp.protocol, idp.port, idp.data)
-        if len(_id_of_ts) >= _MEMO_MAX:
-            _id_of_ts.clear()
-        _id_of_ts[ts] = f
-    return Identification(*f)
+        if len(_id_of_net) >= _MEMO_MAX:
+            _id_of_net.clear()
+        _id_of_net[net] = (idp.id_type, idp.data)
+        return idp
+    return Identification(f[0], ts.protocol, ts.port_from if ts.port_from == ts.port_to else 0,
+                          f[1])
 
 
 def _ts_to_id(ts: TrafficSelector) -> Identification:
@@ -236,20 +238,20 @@ def ts_covers(outer: TrafficSelector, inner: TrafficSelector) -> bool:
     return inner.network.subnet_of(outer.network)
 
 
-_resolved: dict[tuple, TrafficSelector] = {}
+_host_net: dict[str, object] = {}
 
 
 def resolve(ts: TrafficSelector, addr: str | None) -> TrafficSelector:
-    """``ts.resolve(addr)`` for a dynamic selector and a known address (memoized)."""
+    """``ts.resolve(addr)`` for a dynamic selector and a known address (the host network
+    of each address is memoized)."""
     if ts.network is None and addr is not None:
-        k = (ts.protocol, ts.port_from, ts.port_to, addr)
-        r = _resolved.get(k)
-        if r is None:
-            r = ts.resolve(addr)
-            if len(_resolved) >= _MEMO_MAX:
-                _resolved.clear()
-            _resolved[k] = r
-        return r
+        net = _host_net.get(addr)
+        if net is None:
+            net = ts.resolve(addr).network
+            if len(_host_net) >= _MEMO_MAX:
+                _host_net.clear()
+            _host_net[addr] = net
+        return TrafficSelector(net, ts.protocol, ts.port_from, ts.port_to)
     return ts
 
 
