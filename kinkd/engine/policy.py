@@ -148,7 +148,7 @@ def id_to_ts(idp: Identification) -> TrafficSelector:
 # is exactly ``ts_covers`` on the two selectors: the networks are prefixes, so "subnet of"
 # is "range inside range" of the same address family.
 
-_id_memo: dict[tuple, tuple[TrafficSelector, tuple]] = {}
+_id_memo: dict[tuple, tuple] = {}
 _host_memo: dict[str | None, tuple[TrafficSelector, tuple]] = {}
 
 
@@ -162,17 +162,22 @@ def ts_key(ts: TrafficSelector) -> tuple:
 
 
 def proposed_from_id(idp: Identification) -> tuple[TrafficSelector, tuple]:
-    """``(id_to_ts(idp), its key)``, memoized on the payload's content (the selector is
-    an immutable value; errors are raised every time, never memoized)."""
-    k = (idp.id_type, idp.protocol, idp.port, idp.data)
-    r = _id_memo.get(k)
-    if r is None:
-        ts = id_to_ts(idp)
-        r = (ts, ts_key(ts))
+    """``(id_to_ts(idp), its key)``; the address part (which alone decides whether the
+    payload is valid) is memoized on the ID type and data, errors are raised every time."""
+    k = (idp.id_type, idp.data)
+    a = _id_memo.get(k)
+    if a is None:
+        net = id_to_ts(idp).network
+        first = int(net.network_address)
+        a = (net, net.version, first, first | ((1 << (net.max_prefixlen - net.prefixlen)) - 1))
         if len(_id_memo) >= _MEMO_MAX:
             _id_memo.clear()
-        _id_memo[k] = r
-    return r
+        _id_memo[k] = a
+    net, ver, first, last = a
+    proto, port = idp.protocol, idp.port
+    if port:
+        return TrafficSelector(net, proto, port, port), (proto, port, port, ver, first, last)
+    return TrafficSelector(net, proto), (proto, 0, 65535, ver, first, last)
 
 
 def proposed_host(addr: str | None) -> tuple[TrafficSelector, tuple]:
