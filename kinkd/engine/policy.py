@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from isakmp.doi import EncapsulationMode, IdType
 from isakmp.errors import InvalidIdInformation
@@ -48,6 +48,16 @@ class Selectors:
 
     local: TrafficSelector
     remote: TrafficSelector
+    # hash of (local, remote), computed once: an SA's selectors key the engine's pair
+    # groups, looked up several times per CREATE (ipaddress networks hash in Python)
+    _hash: int | None = field(default=None, init=False, compare=False, repr=False)
+
+    def __hash__(self) -> int:
+        h = self._hash
+        if h is None:
+            h = hash((self.local, self.remote))
+            object.__setattr__(self, "_hash", h)
+        return h
 
     def to_json(self) -> list[str]:
         return [str(self.local), str(self.remote)]
