@@ -32,7 +32,6 @@ from kinkd.logs import enabled as log_enabled
 from kinkd.logs import log
 
 PERSIST_DELAY = 0.2
-MAX_RX_QUEUE = 4096
 RX_BATCH = 64
 KDC_WORKERS = 4
 _K = api.EventKind
@@ -146,7 +145,7 @@ class Daemon:
         for ep in d.listen:
             stream = await asyncio_dgram.bind((ep.host, ep.port))
             self.streams.append((ep, stream))
-            self.tasks.append(asyncio.create_task(self._rx_loop(ep, stream)))
+            self._start_rx(ep, stream)
         self.control_server = await control.serve(d.control_socket, d.control_mode, self._control)
         if d.metrics_listen:
             self.metrics_server = await asyncio.start_server(
@@ -202,40 +201,45 @@ class Daemon:
 
     # --- datagrams ------------------------------------------------------------------------
 
-    async def _rx_loop(self, ep: cfgmod.Endpoint, stream) -> None:
-        """Receive datagrams; everything already queued is handled in one batch (one clock
-        read, one timer re-arm), and the queue is bounded by shedding before any work."""
+    def _start_rx(self, ep: cfgmod.Endpoint, stream) -> None:
+        """Handle datagrams in the transport's read callback: the first one, then whatever
+        else the socket already holds (up to RX_BATCH, non-blocking), as one batch (one
+        clock read, one timer re-arm). No queue and no task wake-up per datagram; the
+        socket's receive buffer is the (bounded) queue, as it was behind asyncio-dgram's
+        queue, which the event loop fed one datagram per iteration."""
         local = (ep.host, ep.port)
-        q = stream._recvq  # asyncio-dgram's queue of (data, addr)
         engine = self.engine
-        while True:
-            try:
-                first = await stream.recv()
-            except asyncio_dgram.TransportClosed:
-                return
-            batch = [first]
-            while len(batch) < RX_BATCH and not q.empty():
-                item = q.get_nowait()
-                if item[0] is None:  # transport closed
-                    q.put_nowait(item)
-                    break
-                batch.append(item)
-            if q.qsize() > MAX_RX_QUEUE:  # overload: shed what we cannot handle
-                while q.qsize() > MAX_RX_QUEUE // 2:
-                    if q.get_nowait()[0] is None:
-                        return
-                    engine.stats.inc("dropped.overload")
+        transport = stream._transport
+        sock = transport._sock  # what the transport's _read_ready reads from
+        max_size = transport.max_size
+        protocol = transport.get_protocol()  # asyncio-dgram's: keeps close/error handling
+
+        def received(data: bytes, addr) -> None:
             now = self.now()
-            for data, addr in batch:
+            n = 0
+            while True:
+                n += 1
                 try:
                     effects = engine.receive(data, (addr[0], addr[1]), now, local=local)
-                except Exception as e:  # noqa: BLE001 - the engine promises not to raise; never die
+                except Exception as e:  # noqa: BLE001 - the engine promises not to raise
                     engine.stats.inc("dropped.internal-error")
-                    log("error", "internal-error", f"engine.receive failed: {type(e).__name__}: {e}")
-                    continue
-                if effects:
-                    self._apply(effects, arm=False)
+                    log("error", "internal-error",
+                        f"engine.receive failed: {type(e).__name__}: {e}")
+                else:
+                    if effects:
+                        self._apply(effects, arm=False)
+                if n >= RX_BATCH or transport.is_closing():
+                    break
+                try:
+                    data, addr = sock.recvfrom(max_size)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    protocol.error_received(exc)
+                    break
             self._arm_timer()
+
+        protocol.datagram_received = received
 
     def _stream_for(self, addr: api.Address, local: api.Address | None):
         fam6 = ":" in addr[0]
