@@ -690,9 +690,7 @@ class Daemon:
         lat: list[float] = []
         failed = 0
         busy: dict[tuple[str, str | None], list[asyncio.Future]] = {}
-        sem = asyncio.Semaphore(conc)
         clock = time.perf_counter
-
         loop = self.loop
 
         def expire(fut: asyncio.Future) -> None:
@@ -701,53 +699,54 @@ class Daemon:
 
         async def one(peer: str, child: str | None) -> None:
             nonlocal failed
+            # DELETE_DONE/STATUS_DONE name only the peer: one such operation per peer at a time
+            key = (peer, child) if op in ("create", "rekey") else (peer, None)
+            while key in busy:
+                w = loop.create_future()
+                busy[key].append(w)
+                await w
+            busy[key] = []
+            fut = loop.create_future()
+            self.bench_waiters[key] = (op, fut)
+            t0 = clock()
+            now = self.now()
+            e = self.engine
+            timer = loop.call_later(timeout, expire, fut)
             try:
-                # DELETE_DONE/STATUS_DONE name only the peer: one such operation per peer
-                key = (peer, child) if op in ("create", "rekey") else (peer, None)
-                while key in busy:
-                    w = loop.create_future()
-                    busy[key].append(w)
-                    await w
-                busy[key] = []
-                fut = loop.create_future()
-                self.bench_waiters[key] = (op, fut)
-                t0 = clock()
-                now = self.now()
-                e = self.engine
-                timer = loop.call_later(timeout, expire, fut)
-                try:
-                    if op == "create":
-                        self._apply(e.initiate(peer, child, now))
-                    elif op == "rekey":
-                        self._apply(e.rekey(peer, child, now))
-                    elif op == "delete":
-                        self._apply(e.delete(peer, child, now))
-                    else:
-                        self._apply(e.status(peer, now))
-                    ok = await fut  # False on a failure or after the timeout
-                finally:
-                    timer.cancel()
-                    self.bench_waiters.pop(key, None)
-                    for w in busy.pop(key):
-                        if not w.done():
-                            w.set_result(None)
-                if ok:
-                    lat.append(round((clock() - t0) * 1e3, 4))
+                if op == "create":
+                    self._apply(e.initiate(peer, child, now))
+                elif op == "rekey":
+                    self._apply(e.rekey(peer, child, now))
+                elif op == "delete":
+                    self._apply(e.delete(peer, child, now))
                 else:
-                    failed += 1
+                    self._apply(e.status(peer, now))
+                ok = await fut  # False on a failure or after the timeout
             finally:
-                sem.release()
+                timer.cancel()
+                self.bench_waiters.pop(key, None)
+                for w in busy.pop(key):
+                    if not w.done():
+                        w.set_result(None)
+            if ok:
+                lat.append(round((clock() - t0) * 1e3, 4))
+            else:
+                failed += 1
+
+        # ``concurrency`` workers take the targets in order (no task per operation); in
+        # the open loop, target i does not start before start + i/rate
+        todo = iter(enumerate(targets))
+
+        async def worker() -> None:
+            for i, (peer, child) in todo:
+                if rate > 0:
+                    delay = start + i / rate - clock()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                await one(peer, child)
 
         start = clock()
-        tasks = []
-        for i, (peer, child) in enumerate(targets):
-            if rate > 0:
-                delay = start + i / rate - clock()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            await sem.acquire()
-            tasks.append(asyncio.create_task(one(peer, child)))
-        await asyncio.gather(*tasks)
+        await asyncio.gather(*(worker() for _ in range(min(conc, len(targets)))))
         ops_done = clock()
         while op in ("rekey", "delete") and clock() - ops_done < timeout \
                 and any(st.get("transactions") for st in self.engine.peer_states()):
