@@ -555,6 +555,27 @@ def test_unauthenticated_flood_is_rate_limited_and_sources_bounded(kit):
     assert not eng.stats["errors.internal"]
 
 
+def test_concurrent_creates_are_bounded_by_max_transactions(kit):
+    """limits.max_transactions caps the CREATEs in flight; the rest fail with a clear reason."""
+    r = kit.realm
+    start = time.time()
+    children = [child(f"c{i}", local_ts=(parse_selector(f"dynamic[tcp/{2000 + i}]"),))
+                for i in range(6)]
+    cfg = config(r.service(H1), [peer("h2", A2, r.service(H2), children)],
+                 limits=Limits(max_transactions=3))
+    eng = make_engine(cfg, keys=kit.kt1, start=start, seed=5, local=A1[0])
+    out = []
+    for i in range(6):
+        out += eng.initiate("h2", f"c{i}", start + i * 0.001)
+    fetches = [e for e in out if type(e) is FetchTicket]
+    assert len(fetches) == 1  # one ticket request, shared by the CREATEs that were started
+    refused = [e for e in out if getattr(e, "kind", None) == EventKind.NEGOTIATION_FAILED]
+    assert eng.stats["negotiations.started"] == 3
+    assert len(refused) == 3 and all(e.fields["reason"] == "too-many-transactions" for e in refused)
+    assert "limit 3" in refused[0].message
+    assert eng.stats["negotiations.failed.too-many-transactions"] == 3
+
+
 # --- shutdown ------------------------------------------------------------------------------------
 
 

@@ -1528,6 +1528,17 @@ class Engine:
             mature = [r for r in self._live(peer.name, child.name) if r.state == SAState.MATURE]
             if mature and user is None:
                 return  # already up
+        limit = self.config.limits.max_transactions
+        if len(self._creating) >= limit:  # CREATEs in flight or waiting for a ticket
+            # Bounded: refuse (and, for "start" children and rekeys, retry later) rather
+            # than let new negotiations pile up; DELETE and STATUS are never refused.
+            self.stats["negotiations.failed.too-many-transactions"] += 1
+            self._event(out, EventKind.NEGOTIATION_FAILED, peer.name, child.name,
+                        f"too many concurrent transactions (limit {limit})", "warning",
+                        reason="too-many-transactions")
+            if replaces or self._child_start(peer, child) == "start":
+                self._schedule_retry(peer, child, now)
+            return
         t = Txn(Kind.CREATE, peer, user=user, ukey=uk, started=now, child=child,
                 policy=self._policies[(peer.name, child.name)], replaces=list(replaces or ()))
         self.stats["negotiations.started"] += 1
