@@ -329,44 +329,45 @@ class Daemon:
             self.user_creds[key] = c
         return c
 
+    def _kdc(self, work, answer) -> None:
+        """Run WORK (a blocking libkrb5/KDC call) in a worker thread; hand its result or
+        error to ANSWER(result, error) on the loop. Counts requests in flight, latency and
+        failures."""
+        started = time.monotonic()
+        self.kdc_inflight += 1
+        self.engine.stats.inc("kdc.requests")
+
+        def done(f: asyncio.Future) -> None:
+            self.kdc_inflight -= 1
+            self.kdc_latency.observe(time.monotonic() - started)
+            result, error = None, None
+            try:
+                result = f.result()
+            except Exception as err:  # noqa: BLE001 - every failure goes back to the engine
+                error = err
+                self.engine.stats.inc(f"kdc.failures.{type(err).__name__}")
+            self._apply(answer(result, error))
+
+        self.loop.run_in_executor(self.executor, work).add_done_callback(done)
+
     def _fetch_ticket(self, e: api.FetchTicket) -> None:
         creds = self._creds_for(e.user)
-        started = time.monotonic()
-        self.engine.stats.inc("kdc.requests")
 
         def work():
             if e.u2u_tgt is not None:
                 return creds.get_u2u_ticket(e.server, e.u2u_tgt)
             return creds.get_service_ticket(e.server, force_new=e.force_new)
 
-        fut = self.loop.run_in_executor(self.executor, work)
-
-        def done(f: asyncio.Future) -> None:
-            self.kdc_latency.observe(time.monotonic() - started)
-            ticket, error = None, None
-            try:
-                ticket = f.result()
-            except Exception as err:  # noqa: BLE001 - every failure goes back to the engine
-                error = err
-                self.engine.stats.inc(f"kdc.failures.{type(err).__name__}")
+        def answer(ticket, error):
             if ticket is not None and e.user is None:
                 self.ticket_expiry = getattr(ticket, "endtime", None)
-            self._apply(self.engine.ticket_result(e.request_id, ticket, error, self.now()))
+            return self.engine.ticket_result(e.request_id, ticket, error, self.now())
 
-        fut.add_done_callback(done)
+        self._kdc(work, answer)
 
     def _fetch_tgt(self, e: api.FetchTGT) -> None:
-        fut = self.loop.run_in_executor(self.executor, self.credentials.get_tgt)
-
-        def done(f: asyncio.Future) -> None:
-            tgt, error = None, None
-            try:
-                tgt = f.result()
-            except Exception as err:  # noqa: BLE001
-                error = err
-            self._apply(self.engine.tgt_result(e.request_id, tgt, error, self.now()))
-
-        fut.add_done_callback(done)
+        self._kdc(self.credentials.get_tgt,
+                  lambda tgt, error: self.engine.tgt_result(e.request_id, tgt, error, self.now()))
 
     # --- events -----------------------------------------------------------------------------
 
