@@ -74,7 +74,6 @@ class Daemon:
         self.xfrm = None
         self.engine = None
         self.credentials = None
-        self.tasks: list[asyncio.Task] = []
         self.control_server = None
         self.metrics_server = None
         self.kernel_note: str | None = None
@@ -239,7 +238,15 @@ class Daemon:
                     break
             self._arm_timer()
 
+        def error_received(exc: OSError) -> None:
+            # asyncio reports sendto/recvfrom errors here (it never raises them from
+            # sendto); asyncio-dgram would queue them without bound: count and log instead
+            engine.stats.inc("socket.errors")
+            if log_enabled("debug"):
+                log("debug", "socket-error", str(exc), listen=str(ep))
+
         protocol.datagram_received = received
+        protocol.error_received = error_received
 
     def _stream_for(self, addr: api.Address, local: api.Address | None):
         fam6 = ":" in addr[0]
@@ -263,11 +270,7 @@ class Daemon:
                 if stream is None:
                     self.engine.stats.inc("dropped.no-socket-for-family")
                     continue
-                try:
-                    stream._transport.sendto(e.data, e.addr)
-                except OSError as err:
-                    self.engine.stats.inc("tx.errors")
-                    log("debug", "send-failed", str(err), dst=f"{e.addr[0]}:{e.addr[1]}")
+                stream._transport.sendto(e.data, e.addr)  # errors: error_received()
             elif t is api.InstallSA:
                 self.backend.install(e.sa, e.direction, e.replace)
                 if self.xfrm is not None:
@@ -837,8 +840,6 @@ class Daemon:
     async def close(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
-        for t in self.tasks:
-            t.cancel()
         for _, s in self.streams:
             s.close()
         if self.control_server is not None:
