@@ -31,12 +31,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kinkd.kerberos.acceptor import Acceptor, make_ap_rep  # noqa: E402
-from kinkd.kerberos.apreq import build_ap_req  # noqa: E402
-from kinkd.kerberos.credentials import ServiceTicket  # noqa: E402
-from kinkd.kerberos.crypto import profile  # noqa: E402
-from kinkd.kerberos.keytab import KeySet, ServiceKey  # noqa: E402
-from kinkd.kerberos.messages import (  # noqa: E402
+from kink.kerberos.acceptor import Acceptor, make_ap_rep  # noqa: E402
+from kink.kerberos.apreq import build_ap_req  # noqa: E402
+from kink.kerberos.credentials import ServiceTicket  # noqa: E402
+from kink.kerberos.crypto import profile  # noqa: E402
+from kink.kerberos.keytab import KeySet, ServiceKey  # noqa: E402
+from kink.kerberos.messages import (  # noqa: E402
     EncryptedData,
     EncryptionKey,
     EncTicketPart,
@@ -45,7 +45,7 @@ from kinkd.kerberos.messages import (  # noqa: E402
     TicketFlags,
     TransitedEncoding,
 )
-from kinkd.kerberos.replay import ReplayCache  # noqa: E402
+from kink.kerberos.replay import ReplayCache  # noqa: E402
 
 TARGET = 6000
 SERVICE = "kink/responder.kink.test@KINK.TEST"

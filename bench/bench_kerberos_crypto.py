@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Micro-benchmark of kinkd.kerberos.crypto (not a pytest test).
+"""Micro-benchmark of kink.kerberos.crypto (not a pytest test).
 
 Usage: python bench/bench_kerberos_crypto.py [--seconds S] [--enctype N ...]
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kinkd.kerberos.crypto import (  # noqa: E402
+from kink.kerberos.crypto import (  # noqa: E402
     SUPPORTED_ENCTYPES,
     clear_key_cache,
     prf_for,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark of the KINK message codec (kinkd/wire.py).
+"""Benchmark of the KINK message codec (kink/wire.py).
 
 The message is a typical CREATE of about 700 octets: KINK_AP_REQ (EPOCH +
 a 400-octet AP-REQ stand-in), KINK_ENCRYPT{KINK_ISAKMP(SA with 4 ESP
@@ -38,8 +38,8 @@ from isakmp import (  # noqa: E402
     SecurityAssociation,
     Transform,
 )
-from kinkd import wire  # noqa: E402
-from kinkd.kerberos import crypto  # noqa: E402
+from kink import wire  # noqa: E402
+from kink.kerberos import crypto  # noqa: E402
 
 TARGET = 20_000
 KEY = bytes.fromhex("42263c6e89f4fc28b8df68ee09799f15")

@@ -7,8 +7,9 @@ group ``-modp2048``), traffic selectors (``198.18.0.2/32[tcp/5432]``), durations
 naming the file, the key path (``peer[0].child[1].esp_proposals``), the line
 where it can be found, and the reason; nothing starts on a bad config.
 
-The dataclasses here are pure values: the protocol engine reads its policy
-from them, and nothing in this module touches the network.
+The values are typed dataclasses: the framework's ``isakmp.policy.ChildConfig`` and
+``isakmp.selectors.TrafficSelector``, KINK's ``kink.config`` peers, timers and limits,
+and the daemon's own settings (:class:`DaemonConfig`) defined here.
 """
 
 from __future__ import annotations
@@ -22,10 +23,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from isakmp.policy import ChildConfig
+from isakmp.selectors import TrafficSelector, parse_selector
+from kink.config import KINK_PORT, Endpoint, Limits, PeerConfig, Timers
 
-KINK_PORT = 910
+__all__ = [
+    "KINK_PORT",
+    "TEST_KNOBS_ENV",
+    "ChildConfig",
+    "Config",
+    "ConfigError",
+    "DaemonConfig",
+    "Endpoint",
+    "Limits",
+    "PeerConfig",
+    "Timers",
+    "TrafficSelector",
+    "load",
+    "loads",
+    "parse_duration",
+    "parse_endpoint",
+    "parse_selector",
+]
+
 TEST_KNOBS_ENV = "KINKD_ALLOW_TEST_KNOBS"
 
 
@@ -39,102 +59,6 @@ class ConfigError(Exception):
 
 
 # --- value types ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    host: str  # literal IP address (IPv4 or IPv6, no brackets)
-    port: int = KINK_PORT
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    @property
-    def family(self) -> int:
-        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
-
-
-@dataclass(frozen=True, slots=True)
-class TrafficSelector:
-    """An address range plus optional protocol and port range (0/0..65535 = any)."""
-
-    network: IPNetwork | None  # None = "dynamic": the KINK address of that side
-    protocol: int = 0
-    port_from: int = 0
-    port_to: int = 65535
-
-    def __str__(self) -> str:
-        addr = "dynamic" if self.network is None else str(self.network)
-        if self.protocol == 0 and (self.port_from, self.port_to) == (0, 65535):
-            return addr
-        proto = _PROTO_NAMES.get(self.protocol, str(self.protocol))
-        if (self.port_from, self.port_to) == (0, 65535):
-            return f"{addr}[{proto}]"
-        port = str(self.port_from) if self.port_from == self.port_to else f"{self.port_from}-{self.port_to}"
-        return f"{addr}[{proto}/{port}]"
-
-    def resolve(self, kink_address: str) -> TrafficSelector:
-        """Replace ``dynamic`` by the host address of that side."""
-        if self.network is not None:
-            return self
-        ip = ipaddress.ip_address(kink_address)
-        return TrafficSelector(ipaddress.ip_network(f"{ip}/{ip.max_prefixlen}"), self.protocol,
-                               self.port_from, self.port_to)
-
-
-@dataclass(frozen=True, slots=True)
-class ChildConfig:
-    name: str
-    local_ts: tuple[TrafficSelector, ...]
-    remote_ts: tuple[TrafficSelector, ...]
-    mode: str = "transport"  # "transport" | "tunnel"
-    esp_proposals: tuple[str, ...] = ("aes128gcm16", "aes256-sha256")
-    ah_proposals: tuple[str, ...] = ()
-    lifetime: float = 3600.0  # hard lifetime, seconds
-    rekey_time: float = 3240.0  # soft lifetime: rekey before this (randomized below it)
-    life_kilobytes: int | None = None
-    start: str | None = None  # overrides the peer's start
-
-
-@dataclass(frozen=True, slots=True)
-class PeerConfig:
-    name: str
-    address: Endpoint
-    principal: str  # the peer's service principal (we fetch tickets for it)
-    allow_principals: tuple[str, ...] = ()  # clients (users) accepted from this peer
-    start: str = "none"  # "none" | "start" | "trap"
-    prf: str = "rfc3961"  # AES-SHA1 PRF reading: "rfc3961" (racoon2) | "library" (MIT/Heimdal)
-    user_to_user: bool = False
-    encrypt: bool = True
-    dpd: float | None = 30.0  # STATUS probe after this much silence; None = off
-    children: tuple[ChildConfig, ...] = ()
-
-    def child(self, name: str) -> ChildConfig | None:
-        for c in self.children:
-            if c.name == name:
-                return c
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class Timers:
-    retransmit: float = 1.0  # first retransmission after this; doubled each try
-    retransmit_max: float = 16.0  # cap of the backoff (truncated exponential)
-    max_tries: int = 5  # transmissions of one message before giving up
-    reply_cache: float = 60.0  # how long a responder keeps a REPLY for retransmitted commands
-    delete_grace: float = 10.0  # delay before removing inbound SAs after DELETE (0 = at once)
-    clock_skew: float = 300.0  # Kerberos clock skew allowance
-    kdc_backoff_max: float = 60.0  # bound of the retry backoff while the KDC is unreachable
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_transactions: int = 4096
-    max_peers: int = 4096
-    max_sas: int = 250_000
-    unauth_rate: float = 50.0  # unauthenticated datagrams/s accepted per source address
-    unauth_burst: int = 100
-    max_sources: int = 65536  # tracked source addresses for rate limiting
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +98,6 @@ class Config:
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp", 47: "gre"}
-_PROTO_NUMBERS = {v: k for k, v in _PROTO_NAMES.items()} | {"any": 0, "icmpv6": 58}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 _PRINCIPAL_RE = re.compile(r"^[^@\s]+(?:@[^@\s]+)?$")
 
@@ -232,45 +154,6 @@ def _port(text: str, whole: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise ValueError(f"bad port in {whole!r}")
     return int(text)
-
-
-def parse_selector(value: str) -> TrafficSelector:
-    """swanctl-style selector: ``10.0.0.0/8``, ``198.18.0.2/32[tcp/5432]``, ``dynamic[udp]``."""
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("expected a traffic selector such as \"198.18.0.2/32[tcp/5432]\"")
-    text = value.strip()
-    proto, pfrom, pto = 0, 0, 65535
-    if text.endswith("]"):
-        start = text.rfind("[")
-        if start <= 0:
-            raise ValueError(f"bad traffic selector {value!r}")
-        inner = text[start + 1:-1]
-        text = text[:start]
-        pname, _, port = inner.partition("/")
-        pname = pname.strip().lower()
-        if pname in _PROTO_NUMBERS:
-            proto = _PROTO_NUMBERS[pname]
-        elif pname.isdigit() and int(pname) < 256:
-            proto = int(pname)
-        else:
-            raise ValueError(f"bad protocol {pname!r} in traffic selector {value!r}")
-        if port:
-            if proto not in (6, 17, 132):
-                raise ValueError(f"a port needs tcp, udp or sctp in traffic selector {value!r}")
-            lo, _, hi = port.partition("-")
-            if not lo.isdigit() or (hi and not hi.isdigit()):
-                raise ValueError(f"bad port {port!r} in traffic selector {value!r}")
-            pfrom, pto = int(lo), int(hi or lo)
-            if not (0 <= pfrom <= pto <= 65535):
-                raise ValueError(f"bad port range {port!r} in traffic selector {value!r}")
-    if text in ("dynamic", "%dynamic"):
-        net = None
-    else:
-        try:
-            net = ipaddress.ip_network(text, strict=True)
-        except ValueError as e:
-            raise ValueError(f"bad address range {text!r} in traffic selector {value!r}: {e}") from None
-    return TrafficSelector(net, proto, pfrom, pto)
 
 
 def validate_proposal(keyword: str) -> None:

@@ -24,10 +24,10 @@ from typing import Any
 
 import asyncio_dgram
 
+from isakmp.kernel.statefile import MemoryBackend, read_state, write_state
+from kink.engine import api
 from kinkd import __version__, control, metrics
 from kinkd import config as cfgmod
-from kinkd.backends.memory import MemoryBackend, read_state, write_state
-from kinkd.engine import api
 from kinkd.logs import enabled as log_enabled
 from kinkd.logs import log
 
@@ -87,11 +87,11 @@ class Daemon:
     # --- start-up -----------------------------------------------------------------------
 
     def _build_engine(self):
-        from kinkd.engine.engine import Engine
-        from kinkd.kerberos.acceptor import Acceptor
-        from kinkd.kerberos.credentials import Credentials
-        from kinkd.kerberos.keytab import KeyTable
-        from kinkd.kerberos.replay import ReplayCache
+        from kink.engine.engine import Engine
+        from kink.kerberos.acceptor import Acceptor
+        from kink.kerberos.credentials import Credentials
+        from kink.kerberos.keytab import KeyTable
+        from kink.kerberos.replay import ReplayCache
 
         d = self.config.daemon
         now = self.now()
@@ -115,7 +115,7 @@ class Daemon:
         self.backend = MemoryBackend()  # always: the daemon's own record of installed SAs
         if self.backend_name != "xfrm":
             return
-        from kinkd.backends.xfrm import XfrmBackend
+        from isakmp.kernel.xfrm import XfrmBackend
 
         try:
             self.xfrm = XfrmBackend(addresses=self._sa_addresses)
@@ -173,7 +173,7 @@ class Daemon:
         """We had SA state before this start. Our epoch is new, so peers drop the SAs they
         had with us: remove what is left of them from the backend (the kernel keeps XFRM
         SAs across a daemon restart) and renegotiate the children we had initiated."""
-        from kinkd.engine.engine import Engine
+        from kink.engine.engine import Engine
 
         old = Engine(self.config, epoch=previous.get("epoch", 0), acceptor=None)
         try:
@@ -323,7 +323,7 @@ class Daemon:
     def _creds_for(self, user: Any):
         if user is None:
             return self.credentials
-        from kinkd.kerberos.credentials import Credentials
+        from kink.kerberos.credentials import Credentials
 
         key = (user.uid, user.ccache)
         c = self.user_creds.get(key)
@@ -433,7 +433,7 @@ class Daemon:
         self.loop.add_reader(self.xfrm.fileno(), self._xfrm_events)
 
     def _child_selectors(self, peer: cfgmod.PeerConfig, child: cfgmod.ChildConfig):
-        from kinkd.backends.xfrm import ChildSelectors
+        from isakmp.kernel.xfrm import ChildSelectors
 
         return ChildSelectors(self._local_address_for(peer), peer.address.host,
                               child.local_ts, child.remote_ts)
@@ -481,7 +481,7 @@ class Daemon:
         self.policies = set()
 
     def _sa_addresses(self, sa):
-        from kinkd.backends.xfrm import SAAddresses
+        from isakmp.kernel.xfrm import SAAddresses
 
         p = self.config.peer(sa.peer)
         if p is None:
@@ -505,8 +505,8 @@ class Daemon:
             s.close()
 
     def _xfrm_events(self) -> None:
+        from isakmp.kernel.xfrm import ExpireEvent
         from isakmp.sadb import AcquireRequest
-        from kinkd.backends.xfrm import ExpireEvent
 
         try:
             events = self.xfrm.read_events()

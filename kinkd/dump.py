@@ -16,8 +16,9 @@ shows the header and the payload chain. With ``--keytab`` files it also
   the last earlier command with the same XID and the addresses swapped (a
   REPLY may answer a retransmitted copy);
 * derives the keys of the SAs of each CREATE / REPLY pair with
-  :func:`kinkd.engine.keys.derive_from_exchange` -- the daemon's own KEYMAT
-  code -- using the ``--prf`` reading of the AES-SHA1 PRF. Keys are printed
+  :func:`isakmp.sakeys.derive_from_exchange` keyed by
+  :func:`kink.keys.ticket_key_source` -- the daemon's own KEYMAT code -- using the
+  ``--prf`` reading of the AES-SHA1 PRF. Keys are printed
   only with ``--show-keys``.
 
 Entry points: :func:`main` (the argparse Namespace of ``kinkctl dump``, returns
@@ -61,11 +62,11 @@ from isakmp.payloads import (
     SecurityAssociation,
     UnknownPayload,
 )
-from kinkd import wire
-from kinkd.kerberos.crypto import profile
-from kinkd.kerberos.errors import KerberosError, KrbErrorCode
-from kinkd.kerberos.keytab import KeySet, Lookup, ServiceKey, load_keytab
-from kinkd.kerberos.messages import (
+from kink import wire
+from kink.kerberos.crypto import profile
+from kink.kerberos.errors import KerberosError, KrbErrorCode
+from kink.kerberos.keytab import KeySet, Lookup, ServiceKey, load_keytab
+from kink.kerberos.messages import (
     APOptions,
     APRep,
     APReq,
@@ -75,8 +76,7 @@ from kinkd.kerberos.messages import (
     KrbError,
     Ticket,
 )
-from kinkd.pcap import PcapError, ReadStats, UdpDatagram, read_udp
-from kinkd.wire import (
+from kink.wire import (
     ApRepPayload,
     ApReqPayload,
     EncryptPayload,
@@ -89,6 +89,7 @@ from kinkd.wire import (
     TgtRepPayload,
     TgtReqPayload,
 )
+from kinkd.pcap import PcapError, ReadStats, UdpDatagram, read_udp
 
 __all__ = ["Report", "MessageInfo", "SAInfo", "analyze", "load_keys", "main", "render_text",
            "render_json"]
@@ -631,7 +632,8 @@ def _decode_one(dg: UdpDatagram, t0: float, commands: dict, opener: _TicketOpene
 
 
 def _sa_entries(create: MessageInfo, reply: MessageInfo, prf: str) -> tuple[list[SAInfo], str | None]:
-    from kinkd.engine.keys import derive_from_exchange, negotiated_transform
+    from isakmp.sakeys import derive_from_exchange, negotiated_transform
+    from kink.keys import ticket_key_source
 
     cp, rp = create.isakmp or [], reply.isakmp or []
     if not any(isinstance(p, SecurityAssociation) for p in rp):
@@ -642,8 +644,7 @@ def _sa_entries(create: MessageInfo, reply: MessageInfo, prf: str) -> tuple[list
     try:
         if any(isinstance(p, KeyExchange) for p in cp):
             raise ValueError("PFS (KE) was used: the Diffie-Hellman secret is not in the capture")
-        sak = derive_from_exchange(cp, rp, enctype=key.enctype, session_key=key.key,
-                                   prf_reading=prf)
+        sak = derive_from_exchange(cp, rp, ticket_key_source(key.enctype, key.key, prf))
     except (IsakmpError, ValueError) as e:
         note = str(e)
         # still list the SAs when the answer is valid

@@ -1,6 +1,6 @@
 """``kinkctl dump``: real captures made by two engines talking through the test realm.
 
-Two :class:`kinkd.engine.Engine` instances (host1 / host2 of the MIT test realm)
+Two :class:`kink.engine.Engine` instances (host1 / host2 of the MIT test realm)
 are driven by a tiny in-process network (datagrams delivered at once, tickets
 fetched from the KDC with :class:`Credentials`); every datagram is recorded
 and written to pcap files (Ethernet and raw link types, IPv4 and IPv6, pcapng
@@ -22,16 +22,17 @@ from pathlib import Path
 
 import pytest
 
+from kink import wire
+from kink.engine import api
+from kink.engine.engine import Engine
+from kink.kerberos.acceptor import Acceptor
+from kink.kerberos.credentials import Credentials
+from kink.kerberos.keytab import KeyTable
+from kink.kerberos.messages import APOptions, APReq, KrbError, PrincipalName
+from kink.kerberos.replay import ReplayCache
 from kinkd import config as cfgmod
-from kinkd import dump, wire
+from kinkd import dump
 from kinkd.cli import kinkctl_main
-from kinkd.engine import api
-from kinkd.engine.engine import Engine
-from kinkd.kerberos.acceptor import Acceptor
-from kinkd.kerberos.credentials import Credentials
-from kinkd.kerberos.keytab import KeyTable
-from kinkd.kerberos.messages import APOptions, APReq, KrbError, PrincipalName
-from kinkd.kerberos.replay import ReplayCache
 from kinkd.pcap import LINKTYPE_ETHERNET, LINKTYPE_RAW, UdpDatagram, write_pcap
 
 H1, H2 = "host1.kink.test", "host2.kink.test"

@@ -10,11 +10,11 @@ import pytest
 from isakmp.doi import NotifyType
 from isakmp.payloads import Delete, Notification
 from isakmp.sadb import SAState
-from kinkd import wire
+from kink import wire
+from kink.engine import EventKind
+from kink.kerberos.credentials import Credentials
+from kink.kerberos.keytab import KeyTable
 from kinkd.config import Timers
-from kinkd.engine import EventKind
-from kinkd.kerberos.credentials import Credentials
-from kinkd.kerberos.keytab import KeyTable
 from tests.conftest import KRB5_VARS
 from tests.support.simnet import A1, A2, H1, H2, Node, SimNet, child, config, make_engine, peer
 
@@ -226,7 +226,7 @@ def test_delete_idempotent_and_unknown_spi(kit):
     net.settle(5)
     # unknown SPI -> INVALID-SPI notify in the REPLY
     eng = n1.engine
-    t_kind = __import__("kinkd.engine.transactions", fromlist=["Kind"])
+    t_kind = __import__("kink.engine.transactions", fromlist=["Kind"])
     txn = t_kind.Txn(t_kind.Kind.DELETE, eng._peers["h2"], started=net.t(n1),
                      isakmp=wire.IsakmpPayload.from_payloads(
                          [Delete(3, [sa.spi_in.to_bytes(4, "big")])]))

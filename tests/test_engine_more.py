@@ -14,12 +14,11 @@ import time
 import pytest
 
 from isakmp.sadb import AcquireRequest, SAState
-from kinkd import wire
-from kinkd.config import Limits, Timers, parse_selector
-from kinkd.engine import EventKind, FetchTicket, InstallSA, RemoveSA, Send
-from kinkd.kerberos.credentials import Credentials, ServiceTicket
-from kinkd.kerberos.crypto import profile
-from kinkd.kerberos.messages import (
+from kink import wire
+from kink.engine import EventKind, FetchTicket, InstallSA, RemoveSA, Send
+from kink.kerberos.credentials import Credentials, ServiceTicket
+from kink.kerberos.crypto import profile
+from kink.kerberos.messages import (
     EncryptedData,
     EncryptionKey,
     EncTicketPart,
@@ -27,6 +26,7 @@ from kinkd.kerberos.messages import (
     Ticket,
     TransitedEncoding,
 )
+from kinkd.config import Limits, Timers, parse_selector
 from tests.support.simnet import A1, A2, H1, H2, Node, SimNet, child, config, make_engine, peer
 from tests.test_engine_flows import assert_paired, kit, mature, msg_types, no_internal_errors, pair
 
@@ -359,7 +359,7 @@ def test_hard_expiry_without_rekey(kit, start):
 
 
 def _xfrm_acquire(src: str, dst: str, *, proto=6, dport=443):
-    from kinkd.backends.xfrm import Acquire, PolicyInfo, Selector, Template
+    from isakmp.kernel.xfrm import Acquire, PolicyInfo, Selector, Template
 
     sel = Selector.between(src, dst, proto=proto, sport=(40000, 0xFFFF), dport=(dport, 0xFFFF))
     tmpl = Template(50, socket.AF_INET, A2[0], A1[0], reqid=7)

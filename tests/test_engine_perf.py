@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from kinkd import wire
+from kink import wire
 from kinkd.config import parse_selector
 from tests.support.simnet import A1, A2, child
 from tests.test_engine_flows import kit, pair

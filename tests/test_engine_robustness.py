@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from kinkd import wire
+from kink import wire
+from kink.engine import EventKind
+from kink.kerberos.credentials import Credentials
 from kinkd.config import Timers, parse_selector
-from kinkd.engine import EventKind
-from kinkd.kerberos.credentials import Credentials
 from tests.support.simnet import A1, A2, H1, H2, Node, SimNet, child, config, make_engine, peer
 from tests.test_engine_flows import assert_paired, kit, mature, no_internal_errors, pair
 
@@ -136,7 +136,7 @@ def test_unauthenticated_errors_never_delete_state(kit):
     # a forged lone KINK_ERROR / KRB-ERROR REPLY to an outstanding STATUS changes nothing
     net.call(n1, "status", "h2", net.t(n1))
     xid = wire.decode(n1.sent[-1][1]).xid
-    from kinkd.kerberos.acceptor import make_krb_error
+    from kink.kerberos.acceptor import make_krb_error
 
     forged = [wire.encode(wire.MessageType.REPLY, xid, [wire.ErrorPayload(1)]),
               wire.encode(wire.MessageType.REPLY, xid, [wire.KrbErrorPayload(

@@ -11,11 +11,10 @@ from __future__ import annotations
 import pytest
 
 from isakmp.sadb import SAState
-from kinkd import wire
+from kink import wire
+from kink.engine import EventKind
+from kink.kerberos.credentials import Credentials
 from kinkd.config import Timers
-from kinkd.engine import EventKind
-from kinkd.engine.transactions import full_cycle
-from kinkd.kerberos.credentials import Credentials
 from tests.support.simnet import Node
 from tests.test_engine_flows import assert_paired, kit, mature, no_internal_errors, pair
 
@@ -23,7 +22,7 @@ __all__ = ["kit"]  # the module-scoped fixture, re-exported
 
 TIMERS = Timers(retransmit=0.5, max_tries=3, delete_grace=1.0)
 #: how long the responder waits for the initiator's own DELETE (see the engine docstring)
-BOUND = TIMERS.delete_grace + full_cycle(TIMERS) + 1.0
+BOUND = TIMERS.delete_grace + TIMERS.backoff.full_cycle() + 1.0
 DPD = 5.0
 MT = wire.MessageType
 
@@ -46,10 +45,10 @@ def _blackhole_until_peer_dead(net, n1: Node, n2: Node) -> None:
     """Drop everything between the two engines while n1's DPD declares n2 dead, and
     until n1's best-effort DELETE of the dead peer's SAs is given up too."""
     net.filter = lambda src, dst, data: False
-    net.run(DPD + full_cycle(TIMERS) + 5.0, until=lambda: "peer-dead" in n1.kinds())
+    net.run(DPD + TIMERS.backoff.full_cycle() + 5.0, until=lambda: "peer-dead" in n1.kinds())
     assert "peer-dead" in n1.kinds()
     assert not n1.engine.sas() and not n1.backend.inbound and not n1.backend.outbound
-    net.run(full_cycle(TIMERS) + 1.0)  # the DELETE (reason peer-dead) is given up
+    net.run(TIMERS.backoff.full_cycle() + 1.0)  # the DELETE (reason peer-dead) is given up
     assert any(e.kind == EventKind.DELETE_DONE and e.fields.get("reason") == "peer-dead"
                for e in n1.events)
     assert len(mature(n2)) == 1  # n2 never noticed anything

@@ -221,9 +221,9 @@ def test_worked_example_rfc8009():
 
 def test_worked_example_with_kinkd_kerberos_crypto():
     """Cross-check against the project's Kerberos PRF if it exists (tests may import kinkd)."""
-    crypto = pytest.importorskip("kinkd.kerberos.crypto")
+    crypto = pytest.importorskip("kink.kerberos.crypto")
     if not hasattr(crypto, "profile") or not hasattr(crypto, "prf_rfc3961_literal"):
-        pytest.skip("kinkd.kerberos.crypto lacks profile()/prf_rfc3961_literal()")
+        pytest.skip("kink.kerberos.crypto lacks profile()/prf_rfc3961_literal()")
     assert _example(crypto.profile(17).prf) == _example(aes_sha1_prf_library)
     assert _example(crypto.prf_rfc3961_literal) == _example(aes_sha1_prf_literal)
 

@@ -20,8 +20,8 @@ import krb5
 import pytest
 
 from isakmp.secret import Secret
-from kinkd.kerberos import gss
-from kinkd.kerberos.acceptor import (
+from kink.kerberos import gss
+from kink.kerberos.acceptor import (
     KRB_AP_ERR_NO_TGT,
     AcceptError,
     Acceptor,
@@ -29,18 +29,18 @@ from kinkd.kerberos.acceptor import (
     make_ap_rep,
     make_krb_error,
 )
-from kinkd.kerberos.apreq import (
+from kink.kerberos.apreq import (
     build_ap_req,
     clock_offset_from_error,
     parse_krb_error,
     verify_ap_rep,
 )
-from kinkd.kerberos.credentials import Credentials, ServiceTicket
-from kinkd.kerberos.crypto import profile
-from kinkd.kerberos.errors import APError, CredentialsError, DecodeError, KDCUnreachable
-from kinkd.kerberos.errors import KrbErrorCode as C
-from kinkd.kerberos.keytab import KeySet, KeyTable, ServiceKey
-from kinkd.kerberos.messages import (
+from kink.kerberos.credentials import Credentials, ServiceTicket
+from kink.kerberos.crypto import profile
+from kink.kerberos.errors import APError, CredentialsError, DecodeError, KDCUnreachable
+from kink.kerberos.errors import KrbErrorCode as C
+from kink.kerberos.keytab import KeySet, KeyTable, ServiceKey
+from kink.kerberos.messages import (
     NT_PRINCIPAL,
     APOptions,
     APReq,
@@ -54,7 +54,7 @@ from kinkd.kerberos.messages import (
     TicketFlags,
     TransitedEncoding,
 )
-from kinkd.kerberos.replay import ReplayCache
+from kink.kerberos.replay import ReplayCache
 
 ENCTYPES = (17, 18, 19, 20)
 H1, H2 = "host1.kink.test", "host2.kink.test"

@@ -1,4 +1,4 @@
-"""Tests of kinkd.kerberos.crypto against every published vector in the spec
+"""Tests of kink.kerberos.crypto against every published vector in the spec
 folder, the derived illustrations of keys.md §2.5 / §8, and property tests."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kinkd.kerberos import crypto
-from kinkd.kerberos.crypto import (
+from kink.kerberos import crypto
+from kink.kerberos.crypto import (
     SUPPORTED_ENCTYPES,
     Profile,
     aes_cts_decrypt,
@@ -27,7 +27,7 @@ from kinkd.kerberos.crypto import (
     prf_rfc3961_literal,
     profile,
 )
-from kinkd.kerberos.errors import CryptoError, IntegrityError, InvalidKeyLength, UnsupportedEnctype
+from kink.kerberos.errors import CryptoError, IntegrityError, InvalidKeyLength, UnsupportedEnctype
 
 # ---------------------------------------------------------------------------
 # Vector loading

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kinkd.kerberos import der
-from kinkd.kerberos.errors import DecodeError, KrbErrorCode
-from kinkd.kerberos.messages import (
+from kink.kerberos import der
+from kink.kerberos.errors import DecodeError, KrbErrorCode
+from kink.kerberos.messages import (
     AP_REQ,
     NT_PRINCIPAL,
     NT_SRV_HST,

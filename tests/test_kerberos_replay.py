@@ -1,4 +1,4 @@
-"""Unit tests of kinkd.kerberos.replay (no KDC needed)."""
+"""Unit tests of kink.kerberos.replay (no KDC needed)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kinkd.kerberos.errors import APError
-from kinkd.kerberos.errors import KrbErrorCode as C
-from kinkd.kerberos.replay import ReplayCache, replay_key
+from kink.kerberos.errors import APError
+from kink.kerberos.errors import KrbErrorCode as C
+from kink.kerberos.replay import ReplayCache, replay_key
 
 T0 = 1_700_000_000
 

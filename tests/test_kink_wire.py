@@ -1,4 +1,4 @@
-"""Tests of the KINK message codec (kinkd/wire.py, RFC 4430 §4).
+"""Tests of the KINK message codec (kink/wire.py, RFC 4430 §4).
 
 Wire vectors are written out by hand from the RFC 4430 layouts (kink.md §1-§5);
 every Cksum in them is computed here, independently of the codec, with
@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from isakmp.errors import IsakmpError
-from kinkd import wire
-from kinkd.kerberos import crypto
-from kinkd.wire import (
+from kink import wire
+from kink.kerberos import crypto
+from kink.wire import (
     ApRepPayload,
     ApReqPayload,
     ChecksumError,

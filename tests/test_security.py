@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from kinkd import wire
+from kink import wire
 from kinkd.pcap import UdpDatagram, ip_udp_packet, write_pcap
 from tests.daemons import BIN, REPO, Node, free_udp_port, write_config
 
@@ -406,8 +406,8 @@ def test_replayed_commands_are_refused_and_change_nothing(pair, sniff):
 def _crafted_create(realm, port: int, creds, seed: int) -> tuple[object, bytes]:
     """A genuine CREATE from host1's identity to h2, built by an in-test engine with a
     fresh ticket/authenticator (as the h1 daemon would send it)."""
+    from kink.engine import Engine, FetchTicket, Send
     from kinkd.config import parse_selector
-    from kinkd.engine import Engine, FetchTicket, Send
     from tests.support.simnet import child as sim_child
     from tests.support.simnet import config as sim_config
     from tests.support.simnet import peer as sim_peer
@@ -434,7 +434,7 @@ def test_create_with_valid_ap_req_but_modified_payload_fails_checksum(pair, krb5
     """A CREATE whose AP-REQ is genuine and fresh but whose payload (or header) was
     modified in transit fails the Cksum: dropped.checksum, no answer, no SA. The same
     CREATE unmodified is answered (the AP-REQ really was valid)."""
-    from kinkd.kerberos.credentials import Credentials
+    from kink.kerberos.credentials import Credentials
 
     n2 = pair.n2
     n2.start()
@@ -669,7 +669,7 @@ def test_no_secret_in_logs_or_command_output(pair, sniff, tmp_path):
     principal, kinit-then-connect as alice, a duplicate CREATE, DELETE - then the daemon logs
     and every kinkctl output (without --show-keys) are searched for session keys, SA keys,
     service keys, ticket bytes and passwords in hex, base64 and raw form."""
-    from kinkd.kerberos.keytab import load_keytab
+    from kink.kerberos.keytab import load_keytab
 
     n1, n2, realm = pair.n1, pair.n2, pair.realm
     pair.configure(p1={"dpd": "1s"}, extra2='[daemon.testing]\nclock_offset = "6m"\n')
@@ -753,7 +753,7 @@ def test_no_secret_in_logs_or_command_output(pair, sniff, tmp_path):
     secrets += [("KINK session key", bytes.fromhex(k)) for k in session_keys]
     tickets = {p.ap_req for c in sniff.snapshot() for p in c.msg.payloads
                if type(p) is wire.ApReqPayload}
-    from kinkd.kerberos.messages import APReq
+    from kink.kerberos.messages import APReq
 
     for ap in tickets:
         t = APReq.decode(ap).ticket
@@ -770,10 +770,10 @@ def test_repr_and_str_of_secret_carrying_objects_hide_the_value():
     """Secret, SARecord, KeyMaterial, ServiceTicket, AcceptedRequest, EncryptionKey,
     TGTKey and ServiceKey: neither repr() nor str() nor format() shows key bytes."""
     from isakmp.secret import Secret
-    from kinkd.kerberos.acceptor import Acceptor, TGTKey
-    from kinkd.kerberos.keytab import KeySet
-    from kinkd.kerberos.messages import EncryptionKey
-    from kinkd.kerberos.replay import ReplayCache
+    from kink.kerberos.acceptor import Acceptor, TGTKey
+    from kink.kerberos.keytab import KeySet
+    from kink.kerberos.messages import EncryptionKey
+    from kink.kerberos.replay import ReplayCache
     from kinkd.logs import _text_value, _value
     from tests.fuzz.fuzz_kink import I_PRINC, NOW, World
 

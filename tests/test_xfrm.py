@@ -1,4 +1,4 @@
-"""kinkd.backends.xfrm against the running kernel, inside throwaway network namespaces.
+"""isakmp.kernel.xfrm against the running kernel, inside throwaway network namespaces.
 
 Every kernel test creates its own namespace ``kinkd-xfrm-<pid>-<n>`` (deleted in
 teardown) and opens its netlink sockets *inside* it: the test thread enters the
@@ -33,11 +33,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from isakmp.doi import AuthAlgorithm, EncapsulationMode, EspTransformId, ProtocolId
-from isakmp.keymat import KeyMaterial
-from isakmp.sadb import AcquireRequest, Lifetime, SABackend, SARecord, SAState, Transform
-from kinkd.backends import netlink as nlk
-from kinkd.backends import xfrm as X
-from kinkd.backends.xfrm import (
+from isakmp.kernel import netlink as nlk
+from isakmp.kernel import xfrm as X
+from isakmp.kernel.xfrm import (
     ChildSelectors,
     ExpireEvent,
     KernelSupport,
@@ -49,7 +47,9 @@ from kinkd.backends.xfrm import (
     XfrmError,
     XfrmUnsupported,
 )
-from kinkd.config import TrafficSelector
+from isakmp.keymat import KeyMaterial
+from isakmp.sadb import AcquireRequest, Lifetime, SABackend, SARecord, SAState, Transform
+from isakmp.selectors import TrafficSelector
 
 # --- namespaces --------------------------------------------------------------------------
 

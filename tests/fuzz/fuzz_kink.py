@@ -8,11 +8,11 @@ Usage::
 
 Targets (each may raise only its typed errors; anything else is a crash):
 
-``wire``          kinkd.wire.decode, then verify_checksum / decrypt with the session key of
+``wire``          kink.wire.decode, then verify_checksum / decrypt with the session key of
                   the seed exchange and IsakmpPayload.payloads()  -> KinkDecodeError,
                   IsakmpError
 ``isakmp``        isakmp.Message.decode and isakmp.decode_payloads  -> IsakmpError
-``krb``           kinkd.kerberos.messages decoders (AP-REQ, AP-REP, KRB-ERROR, Ticket,
+``krb``           kink.kerberos.messages decoders (AP-REQ, AP-REP, KRB-ERROR, Ticket,
                   Authenticator, EncTicketPart, EncAPRepPart, ...), Acceptor.accept,
                   verify_ap_rep  -> KerberosError
 ``engine``        Engine.receive of the responder (raw bytes)            -> nothing
@@ -72,13 +72,13 @@ class Crash(Exception):
 def _imports() -> None:
     global wire, isakmp, msgs, acceptor_mod, apreq, IsakmpError, KerberosError
     import isakmp as _isakmp
-    import kinkd.engine.engine  # noqa: F401
-    import kinkd.kerberos.acceptor as _acc
-    import kinkd.kerberos.apreq as _apreq
-    import kinkd.kerberos.messages as _msgs
+    import kink.engine.engine  # noqa: F401
+    import kink.kerberos.acceptor as _acc
+    import kink.kerberos.apreq as _apreq
+    import kink.kerberos.messages as _msgs
     from isakmp.errors import IsakmpError as _IE
-    from kinkd import wire as _wire
-    from kinkd.kerberos.errors import KerberosError as _KE
+    from kink import wire as _wire
+    from kink.kerberos.errors import KerberosError as _KE
 
     wire, isakmp, msgs, acceptor_mod, apreq = _wire, _isakmp, _msgs, _acc, _apreq
     IsakmpError, KerberosError = _IE, _KE
@@ -89,9 +89,9 @@ def _imports() -> None:
 
 def _service_ticket(service_key, client: str, server: str, rng: random.Random):
     from isakmp.secret import Secret
-    from kinkd.kerberos.credentials import ServiceTicket
-    from kinkd.kerberos.crypto import profile
-    from kinkd.kerberos.messages import (
+    from kink.kerberos.credentials import ServiceTicket
+    from kink.kerberos.crypto import profile
+    from kink.kerberos.messages import (
         EncryptedData,
         EncryptionKey,
         EncTicketPart,
@@ -119,11 +119,11 @@ class World:
 
     def __init__(self, seed: int):
         from isakmp.secret import Secret
+        from kink.engine import Engine, FetchTicket, Send
+        from kink.kerberos.acceptor import Acceptor
+        from kink.kerberos.keytab import KeySet, ServiceKey
+        from kink.kerberos.replay import ReplayCache
         from kinkd.config import Endpoint, Timers, parse_selector
-        from kinkd.engine import Engine, FetchTicket, Send
-        from kinkd.kerberos.acceptor import Acceptor
-        from kinkd.kerberos.keytab import KeySet, ServiceKey
-        from kinkd.kerberos.replay import ReplayCache
         from tests.support.simnet import child, config, peer
 
         if wire is None:
@@ -160,10 +160,10 @@ class World:
         self.pending = self._outstanding()
 
     def _initiator(self):
-        from kinkd.engine import Engine
-        from kinkd.kerberos.acceptor import Acceptor
-        from kinkd.kerberos.keytab import KeySet
-        from kinkd.kerberos.replay import ReplayCache
+        from kink.engine import Engine
+        from kink.kerberos.acceptor import Acceptor
+        from kink.kerberos.keytab import KeySet
+        from kink.kerberos.replay import ReplayCache
 
         return Engine(self.cfg_i, epoch=4321, local_address=I_ADDR[0],
                       rng=random.Random(self.rng.random()),
@@ -196,7 +196,7 @@ class World:
                 to_r += self._sends(self.ei, self.ei.receive(d, R_ADDR, now), now)
 
     def _exchange(self) -> None:
-        from kinkd.kerberos.acceptor import make_krb_error
+        from kink.kerberos.acceptor import make_krb_error
 
         t = NOW
         self._run(self.ei.initiate("r", "c", t), t)  # 3-way (non-optimistic choice)
@@ -231,9 +231,9 @@ class World:
     def _outstanding(self) -> dict[int, bytes]:
         """Start a CREATE and a STATUS on ``ei`` without answering them: xid -> the AP-REP a
         genuine responder would send (it echoes that transaction's authenticator)."""
-        from kinkd.kerberos.acceptor import Acceptor, make_ap_rep
-        from kinkd.kerberos.keytab import KeySet
-        from kinkd.kerberos.replay import ReplayCache
+        from kink.kerberos.acceptor import Acceptor, make_ap_rep
+        from kink.kerberos.keytab import KeySet
+        from kink.kerberos.replay import ReplayCache
 
         acc = Acceptor(KeySet([self.r_key]), ReplayCache(start_time=NOW - 200), skew=300)
         t = NOW + 10
@@ -385,7 +385,7 @@ class Harness:
         return wire.IsakmpPayload(np, bytes(data[1:]), *qm)
 
     def t_engine_signed(self, data: bytes) -> bool:
-        from kinkd.kerberos.apreq import build_ap_req
+        from kink.kerberos.apreq import build_ap_req
 
         w = self.world
         W = wire

@@ -5,7 +5,7 @@
 * datagrams are delivered after a random delay, and may be dropped,
   duplicated or reordered with seeded randomness, per direction;
 * FetchTicket / FetchTGT are satisfied synchronously with the real
-  ``kinkd.kerberos.credentials.Credentials`` (real KDC, no mocks);
+  ``kink.kerberos.credentials.Credentials`` (real KDC, no mocks);
 * InstallSA / RemoveSA land in a per-node in-memory backend that refuses
   duplicates, so a test can see exactly what a kernel would hold.
 """
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kinkd.engine import (
+from kink.engine import (
     Event,
     FetchTGT,
     FetchTicket,
@@ -254,9 +254,9 @@ def config(principal: str, peers, *, timers=None, limits=None, **daemon_kw: Any)
 
 def make_engine(cfg, *, keys, start: float, seed: int, epoch: int | None = None,
                 skew: float = 300.0, local: str | None = None):
-    from kinkd.engine import Engine
-    from kinkd.kerberos.acceptor import Acceptor
-    from kinkd.kerberos.replay import ReplayCache
+    from kink.engine import Engine
+    from kink.kerberos.acceptor import Acceptor
+    from kink.kerberos.replay import ReplayCache
 
     acc = Acceptor(keys, ReplayCache(skew=skew, start_time=start - 5), skew=skew)
     return Engine(cfg, epoch=epoch if epoch is not None else int(start) + seed, acceptor=acc,

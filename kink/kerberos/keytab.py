@@ -7,7 +7,7 @@ memory. When a ticket names a kvno we do not have (the key was rotated with
 ``reload_interval`` seconds, and only if it changed on disk — so an attacker
 sending bogus kvnos cannot make us re-read the file on every packet.
 
-Errors are :class:`~kinkd.kerberos.errors.CredentialsError` naming the file:
+Errors are :class:`~kink.kerberos.errors.CredentialsError` naming the file:
 missing, unreadable, not a keytab, empty, or without a key for the expected
 principal ("wrong keytab").
 """

@@ -32,7 +32,7 @@ What the daemon must pass
 ``addresses`` callable given to :class:`XfrmBackend` (``SARecord ->
 SAAddresses``), otherwise from an explicit ``addresses=`` keyword of the
 install/delete calls. Policies take the same :class:`ChildSelectors`
-(``local_ts`` / ``remote_ts``: ``kinkd.config.TrafficSelector``; ``None``
+(``local_ts`` / ``remote_ts``: ``isakmp.selectors.TrafficSelector``; ``None``
 networks ("dynamic") become the endpoint address). The reqid linking an SA to
 its policies is derived from ``(peer, child)`` (stable across restarts:
 hash of their ``repr``), or ``ChildSelectors.reqid`` when set.
@@ -70,9 +70,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from isakmp.doi import EncapsulationMode, ProtocolId
-from isakmp.keymat import KeyMaterial
-from isakmp.sadb import AcquireRequest, ExpiryKind, SARecord
-from kinkd.backends.netlink import (
+from isakmp.kernel.netlink import (
     NETLINK_XFRM,
     Attribute,
     NetlinkDecodeError,
@@ -82,6 +80,8 @@ from kinkd.backends.netlink import (
     attr,
     parse_attributes,
 )
+from isakmp.keymat import KeyMaterial
+from isakmp.sadb import AcquireRequest, ExpiryKind, SARecord
 
 __all__ = [
     "AF_UNSPEC",
@@ -743,8 +743,8 @@ class Acquire:
         return self.templates[0].reqid if self.templates else None
 
     def traffic_selectors(self) -> tuple[Any, Any]:
-        """(local, remote) ``kinkd.config.TrafficSelector`` of the triggering flow."""
-        from kinkd.config import TrafficSelector
+        """(local, remote) ``isakmp.selectors.TrafficSelector`` of the triggering flow."""
+        from isakmp.selectors import TrafficSelector
 
         sel = self.selector
         src, dst = sel.src_network, sel.dst_network
@@ -1035,7 +1035,7 @@ class SAAddresses:
 class ChildSelectors:
     """What the daemon stores in ``SARecord.selectors`` and passes to ``install_policy``.
 
-    ``local_ts``/``remote_ts``: ``kinkd.config.TrafficSelector`` (networks may
+    ``local_ts``/``remote_ts``: ``isakmp.selectors.TrafficSelector`` (networks may
     be ``None`` = the endpoint address). ``reqid`` overrides the derived one.
     """
 

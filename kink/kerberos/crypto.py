@@ -12,7 +12,7 @@ etype name                        key   checksum  cksum octets PRF
 ====  ==========================  ====  ========  ===========  ===
 
 DES, 3DES and RC4 enctypes are deliberately not implemented; asking for them
-raises :class:`~kinkd.kerberos.errors.UnsupportedEnctype`.
+raises :class:`~kink.kerberos.errors.UnsupportedEnctype`.
 
 Entry point: :func:`profile` returns the (immutable, shared) :class:`Profile`
 of an enctype::
@@ -51,7 +51,7 @@ from typing import NamedTuple
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from isakmp.secret import Secret
-from kinkd.kerberos.errors import CryptoError, IntegrityError, InvalidKeyLength, UnsupportedEnctype
+from kink.kerberos.errors import CryptoError, IntegrityError, InvalidKeyLength, UnsupportedEnctype
 
 __all__ = [
     "AES128_CTS_HMAC_SHA1_96",

@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import isakmp as _isakmp  # already loaded by kinkd.kerberos (isakmp.secret)
-from kinkd.kerberos.crypto import KEY_USAGE_KINK_CKSUM, KEY_USAGE_KINK_ENCRYPT, Profile, profile
-from kinkd.kerberos.errors import CryptoError, IntegrityError
+import isakmp as _isakmp  # already loaded by kink.kerberos (isakmp.secret)
+from kink.kerberos.crypto import KEY_USAGE_KINK_CKSUM, KEY_USAGE_KINK_ENCRYPT, Profile, profile
+from kink.kerberos.errors import CryptoError, IntegrityError
 
 if TYPE_CHECKING:  # pragma: no cover
     from isakmp.payloads import Payload as IsakmpPayloadObject

@@ -86,7 +86,7 @@ def _parse_ticket(ticket) -> tuple[Ticket, str, PrincipalName]:
 
 def build_ap_req(ticket, now: float, clock_offset: float = 0.0,
                  seq_number: int | None = None) -> tuple[bytes, int, int]:
-    """AP-REQ for ``ticket`` (a :class:`~kinkd.kerberos.credentials.ServiceTicket`).
+    """AP-REQ for ``ticket`` (a :class:`~kink.kerberos.credentials.ServiceTicket`).
 
     Authenticator time = ``now + clock_offset`` (the offset learned from an
     authenticated KRB_AP_ERR_SKEW, see :func:`clock_offset_from_error`).

@@ -1,4 +1,4 @@
-"""Initiator transactions (kink.md §7.8).
+"""Initiator transactions (RFC 4430 §3.3, §4).
 
 A :class:`Txn` is one command we initiated (CREATE, DELETE, STATUS, GETTGT)
 and everything needed to retransmit it: the XID, the ticket (the *same*
@@ -7,8 +7,8 @@ ticket for every retransmission, so the KEYMAT cannot change), the
 and the prebuilt KINK_ISAKMP payload. Each retransmission rebuilds the AP-REQ
 (fresh authenticator), hence a new Cksum and KINK_ENCRYPT confounder.
 
-Retransmission: truncated exponential back-off, ``retransmit * 2**(n-1)``
-capped at ``retransmit_max``, at most ``max_tries`` transmissions.
+Retransmission: ``isakmp.timers.Backoff`` of the configured timers (truncated exponential
+back-off, at most ``max_tries`` transmissions).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from kinkd.config import ChildConfig, Timers
+from isakmp.policy import ChildConfig
 
 from .peers import PeerState
 
-__all__ = ["Kind", "Txn", "backoff", "full_cycle", "MAX_AUTHENTICATORS"]
+__all__ = ["Kind", "Txn", "MAX_AUTHENTICATORS"]
 
 #: authenticators remembered per transaction (racoon2 keeps 5)
 MAX_AUTHENTICATORS = 16
@@ -33,16 +33,6 @@ class Kind(IntEnum):
     DELETE = 2
     STATUS = 6
     GETTGT = 4
-
-
-def backoff(timers: Timers, n: int) -> float:
-    """Wait after the n-th transmission (n >= 1)."""
-    return min(timers.retransmit * (2 ** (n - 1)), timers.retransmit_max)
-
-
-def full_cycle(timers: Timers) -> float:
-    """T-retrans: time from the first transmission to giving up."""
-    return sum(backoff(timers, n) for n in range(1, max(1, timers.max_tries) + 1))
 
 
 @dataclass(slots=True, eq=False)

@@ -1,6 +1,8 @@
-"""A keyed timer heap for the sans-I/O engine (no clock reads: times are arguments).
+"""Timers of a sans-I/O engine and the retransmission schedule (no clock reads: times are
+arguments).
 
-Each timer has a hashable *key* (``("rtx", xid)``, ``("dpd", "peer1")`` ...).
+:class:`TimerHeap`: each timer has a hashable *key* (``(Timer.RETRANSMIT, xid)``,
+``(Timer.DPD, "peer1")`` ...).
 Setting a key again replaces its previous deadline; cancelled or replaced
 entries stay in the heap and are skipped lazily when they surface, so every
 operation is O(log n). The heap is compacted when stale entries dominate.
@@ -10,8 +12,29 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Hashable
+from dataclasses import dataclass
 
-__all__ = ["TimerHeap"]
+__all__ = ["Backoff", "TimerHeap"]
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Retransmission schedule: truncated exponential back-off (RFC 2408 §3.2 leaves the
+    timing to the implementation; RFC 4430 §3.3 asks for one). The n-th transmission
+    (n >= 1) is followed by a wait of ``initial * 2**(n-1)`` capped at ``maximum``; a
+    message is sent at most ``tries`` times."""
+
+    initial: float = 1.0
+    maximum: float = 16.0
+    tries: int = 5
+
+    def delay(self, n: int) -> float:
+        """Wait after the n-th transmission (n >= 1)."""
+        return min(self.initial * (2 ** (n - 1)), self.maximum)
+
+    def full_cycle(self) -> float:
+        """T-retrans: time from the first transmission to giving up."""
+        return sum(self.delay(n) for n in range(1, max(1, self.tries) + 1))
 
 
 class TimerHeap:

@@ -1,11 +1,12 @@
-"""Diffie-Hellman groups for KINK's optional KE payload (PFS; RFC 4430 §5.7, RFC 2409 §5.5).
+"""Diffie-Hellman groups of the KE payload: Quick Mode PFS (RFC 2409 §5.5, KINK RFC 4430 §5.7)
+and, for a key exchange that needs one, phase 1.
 
 * MODP groups 2 (1024), 5 (1536), 14 (2048), 15 (3072) of RFC 2409 §6.2 /
   RFC 3526, generator 2. The primes are computed from their published
   definition ``p = 2^N - 2^(N-64) - 1 + 2^64 * (floor(2^(N-130) * pi) + c)``
   (pi from Machin's formula in exact integer arithmetic) once at import and
   checked against the well-known leading octets. Public values and the shared
-  secret are big-endian, left-padded to the prime length (isakmp.md §8).
+  secret are big-endian, left-padded to the prime length (RFC 2409 §5, RFC 2408 §3.7).
 * ECP groups 19 (P-256) and 20 (P-384) of RFC 5903 via ``cryptography``:
   the KE data is x | y (each the field size), the shared secret is the
   x coordinate (RFC 5903 §7, §9).

@@ -68,7 +68,7 @@ class KrbErrorCode(IntEnum):
 
 
 class KerberosError(Exception):
-    """Base of every error raised by ``kinkd.kerberos``."""
+    """Base of every error raised by ``kink.kerberos``."""
 
     code: KrbErrorCode = KrbErrorCode.KRB_ERR_GENERIC
 

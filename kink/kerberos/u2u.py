@@ -13,7 +13,7 @@ plus the context/ccache/principal plumbing around it.
 KRB5_GC_NO_STORE: the U2U ticket is *not* written to the ccache. MIT's
 non-U2U cache lookups do not match on ``is_skey``, so a stored U2U ticket
 could later be handed out by a plain GSS/krb5 request for the same server;
-:class:`~kinkd.kerberos.credentials.Credentials` caches U2U tickets in memory
+:class:`~kink.kerberos.credentials.Credentials` caches U2U tickets in memory
 instead.
 
 Structure layouts follow MIT ``krb5.h`` (``krb5_creds``, ``krb5_keyblock``,

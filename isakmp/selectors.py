@@ -1,13 +1,22 @@
-"""Child policies, traffic selectors and ID payloads (RFC 2407 §4.6.2, RFC 4430 §5.3).
+"""Traffic selectors and their ID payloads (RFC 2407 §4.6.2, RFC 2409 §5.5).
 
-* A child's ESP (or, without ESP, AH) proposals become an ``isakmp.proposals.Policy``
-  (built once per configuration, not per packet).
-* Traffic selectors travel as IDci (initiator side) / IDcr (responder side).
-  When both of a child's selectors are ``dynamic`` (the KINK addresses, any
-  protocol and port) no ID payloads are sent, as racoon2 does by default; the
-  SAs then cover the two KINK addresses (RFC 4430 §5.3).
-* A responder accepts proposed selectors only when they are *covered* by
-  (equal to or narrower than) a configured child of the authenticated peer.
+* :class:`TrafficSelector`: an address range plus an optional protocol and port range, in
+  strongSwan's swanctl vocabulary (:func:`parse_selector`: ``10.0.0.0/8``,
+  ``198.18.0.2/32[tcp/5432]``, ``dynamic[udp]``). ``dynamic`` stands for the address the
+  key exchange itself runs between (:meth:`TrafficSelector.resolve`).
+* :class:`Selectors`: the (local, remote) pair of one SA.
+* ID payloads: Quick Mode carries the selectors as IDci / IDcr (initiator's and
+  responder's side). :func:`ts_to_id` / :func:`id_to_ts` convert; when both of a child's
+  selectors are plain ``dynamic`` (the two addresses of the exchange, any protocol and
+  port) no ID payloads are sent (:func:`needs_ids`; RFC 2409 §5.5 makes them optional,
+  RFC 4430 §5.3 likewise).
+* Matching: a responder accepts proposed selectors only when they are *covered* by (equal
+  to or narrower than) a configured child (:func:`ts_covers`, :func:`match_child`). The
+  hot path works on precomputed integer keys (:func:`ts_key`, :func:`compile_children`,
+  :func:`match_compiled`): same answers, no ``ipaddress`` arithmetic per request.
+
+A *child* here is anything with ``local_ts`` and ``remote_ts`` tuples of
+:class:`TrafficSelector` (``isakmp.policy.ChildConfig``).
 """
 
 from __future__ import annotations
@@ -15,21 +24,21 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from isakmp.doi import EncapsulationMode, IdType
+from isakmp.doi import IdType
 from isakmp.errors import InvalidIdInformation
 from isakmp.payloads import Identification
-from isakmp.proposals import Policy, parse_proposals
-from kinkd.config import ChildConfig, TrafficSelector, parse_selector
 
 __all__ = [
+    "TrafficSelector",
     "Selectors",
-    "child_policy",
-    "child_mode",
+    "parse_selector",
+    "PROTOCOL_NAMES",
     "needs_ids",
     "ts_to_id",
     "id_to_ts",
     "ts_covers",
     "host_ts",
+    "resolve",
     "match_child",
     "proposed_from_id",
     "proposed_host",
@@ -38,8 +47,81 @@ __all__ = [
     "ts_key",
 ]
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: IP protocol numbers by the names selectors may use
+PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp", 47: "gre"}
+_PROTO_NUMBERS = {v: k for k, v in PROTOCOL_NAMES.items()} | {"any": 0, "icmpv6": 58}
 _ANY_PORTS = (0, 65535)
 _MEMO_MAX = 4096  # bound of each memo below (cleared when full)
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficSelector:
+    """An address range plus optional protocol and port range (0/0..65535 = any)."""
+
+    network: IPNetwork | None  # None = "dynamic": the address of that side's key exchange
+    protocol: int = 0
+    port_from: int = 0
+    port_to: int = 65535
+
+    def __str__(self) -> str:
+        addr = "dynamic" if self.network is None else str(self.network)
+        if self.protocol == 0 and (self.port_from, self.port_to) == (0, 65535):
+            return addr
+        proto = PROTOCOL_NAMES.get(self.protocol, str(self.protocol))
+        if (self.port_from, self.port_to) == (0, 65535):
+            return f"{addr}[{proto}]"
+        port = str(self.port_from) if self.port_from == self.port_to else f"{self.port_from}-{self.port_to}"
+        return f"{addr}[{proto}/{port}]"
+
+    def resolve(self, address: str) -> TrafficSelector:
+        """Replace ``dynamic`` by the host address of that side (the address the key
+        exchange runs from/to)."""
+        if self.network is not None:
+            return self
+        ip = ipaddress.ip_address(address)
+        return TrafficSelector(ipaddress.ip_network(f"{ip}/{ip.max_prefixlen}"), self.protocol,
+                               self.port_from, self.port_to)
+
+
+def parse_selector(value: str) -> TrafficSelector:
+    """swanctl-style selector: ``10.0.0.0/8``, ``198.18.0.2/32[tcp/5432]``, ``dynamic[udp]``."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a traffic selector such as \"198.18.0.2/32[tcp/5432]\"")
+    text = value.strip()
+    proto, pfrom, pto = 0, 0, 65535
+    if text.endswith("]"):
+        start = text.rfind("[")
+        if start <= 0:
+            raise ValueError(f"bad traffic selector {value!r}")
+        inner = text[start + 1:-1]
+        text = text[:start]
+        pname, _, port = inner.partition("/")
+        pname = pname.strip().lower()
+        if pname in _PROTO_NUMBERS:
+            proto = _PROTO_NUMBERS[pname]
+        elif pname.isdigit() and int(pname) < 256:
+            proto = int(pname)
+        else:
+            raise ValueError(f"bad protocol {pname!r} in traffic selector {value!r}")
+        if port:
+            if proto not in (6, 17, 132):
+                raise ValueError(f"a port needs tcp, udp or sctp in traffic selector {value!r}")
+            lo, _, hi = port.partition("-")
+            if not lo.isdigit() or (hi and not hi.isdigit()):
+                raise ValueError(f"bad port {port!r} in traffic selector {value!r}")
+            pfrom, pto = int(lo), int(hi or lo)
+            if not (0 <= pfrom <= pto <= 65535):
+                raise ValueError(f"bad port range {port!r} in traffic selector {value!r}")
+    if text in ("dynamic", "%dynamic"):
+        net = None
+    else:
+        try:
+            net = ipaddress.ip_network(text, strict=True)
+        except ValueError as e:
+            raise ValueError(f"bad address range {text!r} in traffic selector {value!r}: {e}") from None
+    return TrafficSelector(net, proto, pfrom, pto)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +130,8 @@ class Selectors:
 
     local: TrafficSelector
     remote: TrafficSelector
-    # hash of (local, remote), computed once: an SA's selectors key the engine's pair
-    # groups, looked up several times per CREATE (ipaddress networks hash in Python)
+    # hash of (local, remote), computed once: an SA's selectors key the child-SA pair
+    # groups, looked up several times per negotiation (ipaddress networks hash in Python)
     _hash: int | None = field(default=None, init=False, compare=False, repr=False)
 
     def __hash__(self) -> int:
@@ -69,28 +151,12 @@ class Selectors:
         return cls(parse_selector(v[0]), parse_selector(v[1]))
 
 
-def child_mode(child: ChildConfig) -> int:
-    return EncapsulationMode.TUNNEL if child.mode == "tunnel" else EncapsulationMode.TRANSPORT
-
-
-def child_policy(child: ChildConfig) -> Policy:
-    """ESP proposals (or AH ones when the child has no ESP proposal) as a Policy."""
-    kw = dict(
-        mode=child_mode(child),
-        lifetime_seconds=max(1, int(child.lifetime)),
-        lifetime_kilobytes=child.life_kilobytes,
-    )
-    if child.esp_proposals:
-        return parse_proposals(list(child.esp_proposals), "esp", **kw)
-    return parse_proposals(list(child.ah_proposals), "ah", **kw)
-
-
 def _is_plain_dynamic(ts: TrafficSelector) -> bool:
     return ts.network is None and ts.protocol == 0 and (ts.port_from, ts.port_to) == _ANY_PORTS
 
 
-def needs_ids(child: ChildConfig) -> bool:
-    """False when the child covers exactly the two KINK addresses (send no IDs)."""
+def needs_ids(child) -> bool:
+    """False when the child covers exactly the two addresses of the exchange (send no IDs)."""
     return not (
         len(child.local_ts) == 1
         and len(child.remote_ts) == 1
@@ -223,7 +289,7 @@ def _key_covers(o: tuple, i: tuple) -> bool:
     return i[3] == ver and first <= i[4] and i[5] <= last
 
 
-def match_compiled(compiled: tuple, local: tuple, remote: tuple) -> ChildConfig | None:
+def match_compiled(compiled: tuple, local: tuple, remote: tuple) -> object | None:
     """``match_child`` on precompiled children and selector keys."""
     for child, locs, rems in compiled:
         for o in locs:
@@ -276,7 +342,7 @@ def match_child(
     remote: TrafficSelector,
     local_addr: str | None,
     remote_addr: str | None,
-) -> ChildConfig | None:
+) -> object | None:
     """First child whose selectors cover the proposed (local, remote) pair."""
     for child in children:
         if any(ts_covers(resolve(t, local_addr), local) for t in child.local_ts) and any(

@@ -1,4 +1,4 @@
-"""Sans-I/O KINK protocol engine (RFC 4430); see :mod:`kinkd.engine.api` for the contract."""
+"""Sans-I/O KINK protocol engine (RFC 4430); see :mod:`kink.engine.api` for the contract."""
 
 from .api import (
     Address,

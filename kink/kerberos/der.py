@@ -12,7 +12,7 @@ Only the ASN.1 subset used by RFC 4120 is supported:
   (``KerberosTime``), BIT STRING (``KerberosFlags``), SEQUENCE / SEQUENCE OF,
   ``[n] EXPLICIT`` context tags and ``[APPLICATION n]`` tags.
 
-Representation choices (shared with :mod:`kinkd.kerberos.messages`):
+Representation choices (shared with :mod:`kink.kerberos.messages`):
 
 * ``KerberosTime`` <-> ``int`` POSIX seconds (UTC). Only the 15-character form
   ``YYYYMMDDHHMMSSZ`` is accepted; the date must exist (no 31 February, no leap
@@ -32,7 +32,7 @@ Representation choices (shared with :mod:`kinkd.kerberos.messages`):
 Because every accepted input is in canonical DER, decoding then re-encoding
 any accepted input reproduces it byte for byte.
 
-Every malformed input raises :class:`~kinkd.kerberos.errors.DecodeError`;
+Every malformed input raises :class:`~kink.kerberos.errors.DecodeError`;
 encoders raise ``ValueError`` for values that cannot be represented.
 """
 

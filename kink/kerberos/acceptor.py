@@ -97,7 +97,7 @@ class TGTKey:
 
     @classmethod
     def from_ticket(cls, tgt) -> TGTKey:
-        """From a :class:`~kinkd.kerberos.credentials.ServiceTicket` returned by ``get_tgt()``."""
+        """From a :class:`~kink.kerberos.credentials.ServiceTicket` returned by ``get_tgt()``."""
         return cls(tgt.client, tgt.enctype, Secret(tgt.session_key))
 
 
@@ -213,7 +213,7 @@ class _TicketEntry:
 class Acceptor:
     """Checks AP-REQs for one or more service principals.
 
-    ``keys``: a :class:`~kinkd.kerberos.keytab.KeyTable`/``KeySet``, an
+    ``keys``: a :class:`~kink.kerberos.keytab.KeyTable`/``KeySet``, an
     iterable of :class:`ServiceKey`, or None (user-to-user only).
     ``replay_cache``: a :class:`ReplayCache` (a new one, floor = now, if None).
     ``tgt_keys``: our TGT session keys for user-to-user (sequence of

@@ -1,6 +1,6 @@
 """The sans-I/O KINK protocol engine (RFC 4430): every flow, no sockets, no clock.
 
-See :mod:`kinkd.engine.api` for the driver contract. This module holds the
+See :mod:`kink.engine.api` for the driver contract. This module holds the
 :class:`Engine`; the pieces live next to it: ``transactions`` (initiator
 commands and retransmission), ``responder`` (reply cache), ``peers`` (epochs,
 clock offset, rate limiting), ``keys`` (KEYMAT), ``policy`` (proposals and
@@ -149,6 +149,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
+from isakmp import dh as _dh
 from isakmp.doi import EncapsulationMode, NotifyType, ProtocolId
 from isakmp.errors import IsakmpError
 from isakmp.payloads import (
@@ -159,6 +160,7 @@ from isakmp.payloads import (
     Notification,
     SecurityAssociation,
 )
+from isakmp.policy import ChildConfig, child_mode, child_policy, traffic_changed
 from isakmp.proposals import (
     build_offer,
     optimistic_proposals,
@@ -166,6 +168,8 @@ from isakmp.proposals import (
     select,
     validate_answer,
 )
+from isakmp.ratelimit import RateLimiter
+from isakmp.replycache import CacheEntry, ReplyCache
 from isakmp.sadb import (
     SADB,
     ExpiryKind,
@@ -175,9 +179,24 @@ from isakmp.sadb import (
     randomized_lifetime,
 )
 from isakmp.sadb import Transform as _SATransform
-from kinkd import wire
-from kinkd.config import ChildConfig, Config
-from kinkd.kerberos.acceptor import (
+from isakmp.sakeys import derive_direction, derive_sa_keys, negotiated_transform
+from isakmp.selectors import (
+    Selectors,
+    compile_children,
+    host_ts,
+    id_to_ts,
+    match_child,
+    match_compiled,
+    needs_ids,
+    proposed_from_id,
+    proposed_host,
+    resolve,
+    ts_to_id,
+)
+from isakmp.timers import TimerHeap
+from kink import wire
+from kink.config import EngineConfig as Config
+from kink.kerberos.acceptor import (
     KRB_AP_ERR_NO_TGT,
     AcceptedRequest,
     AcceptError,
@@ -185,15 +204,16 @@ from kinkd.kerberos.acceptor import (
     make_ap_rep,
     make_krb_error,
 )
-from kinkd.kerberos.apreq import (
+from kink.kerberos.apreq import (
     build_ap_req,
     clock_offset_from_error,
     parse_krb_error,
     verify_ap_rep,
 )
-from kinkd.kerberos.errors import KDCUnreachable, KerberosError, KrbErrorCode
-from kinkd.kerberos.messages import Ticket
-from kinkd.wire import (
+from kink.kerberos.errors import KDCUnreachable, KerberosError, KrbErrorCode
+from kink.kerberos.messages import Ticket
+from kink.keys import ticket_key_source
+from kink.wire import (
     ApRepPayload,
     ApReqPayload,
     ErrorCode,
@@ -206,7 +226,6 @@ from kinkd.wire import (
     TgtReqPayload,
 )
 
-from . import dh as _dh
 from .api import (
     Address,
     Counters,
@@ -220,26 +239,8 @@ from .api import (
     Send,
     StateChanged,
 )
-from .keys import derive_one, derive_sa_keys, negotiated_transform
-from .peers import PeerState, RateLimiter, user_key
-from .policy import (
-    Selectors,
-    child_mode,
-    child_policy,
-    compile_children,
-    host_ts,
-    id_to_ts,
-    match_child,
-    match_compiled,
-    needs_ids,
-    proposed_from_id,
-    proposed_host,
-    resolve,
-    ts_to_id,
-)
-from .responder import CacheEntry, ReplyCache
-from .timers import TimerHeap
-from .transactions import MAX_AUTHENTICATORS, Kind, Txn, backoff, full_cycle
+from .peers import PeerState, user_key
+from .transactions import MAX_AUTHENTICATORS, Kind, Txn
 
 __all__ = ["Engine", "SAMeta", "NONCE_SIZE", "STATE_VERSION"]
 
@@ -304,7 +305,7 @@ class Engine:
     """The KINK engine of one daemon (one identity, one epoch).
 
     ``config``: the policy; ``epoch``: our epoch (RFC 4430 §3.7; normally the
-    POSIX start time); ``acceptor``: a :class:`kinkd.kerberos.acceptor.Acceptor`
+    POSIX start time); ``acceptor``: a :class:`kink.kerberos.acceptor.Acceptor`
     with our service keys and replay cache (the engine gives it our TGT keys
     for user-to-user); ``rng``: randomness for XIDs, SPIs, nonces, DH keys and
     lifetime jitter (``random.SystemRandom()`` by default; tests seed a
@@ -385,8 +386,9 @@ class Engine:
             self._rl = RateLimiter(lim.unauth_rate, lim.unauth_burst, lim.max_sources)
         else:
             self._cache.ttl = self.timers.reply_cache
-            self._rl.rate, self._rl.burst = lim.unauth_rate, float(max(1, lim.unauth_burst))
-        self._t_retrans = full_cycle(self.timers)
+            self._rl.configure(lim.unauth_rate, lim.unauth_burst)
+        self._backoff = self.timers.backoff
+        self._t_retrans = self._backoff.full_cycle()
 
     # ------------------------------------------------------------------ helpers
 
@@ -552,7 +554,7 @@ class Engine:
         """Kernel ACQUIRE: CREATE the child SA the triggering traffic needs.
 
         ``selector`` is an ``isakmp.sadb.AcquireRequest``. When the backend filled in
-        ``peer``/``child`` (kinkd.backends.xfrm does from the policy's reqid) that child
+        ``peer``/``child`` (isakmp.kernel.xfrm does from the policy's reqid) that child
         is negotiated. Otherwise the flow in ``.selectors`` is matched against the
         children: an xfrm ``Acquire`` (its ``traffic_selectors()``; peers whose
         address is its ``daddr`` first), a :class:`Selectors` or a ``(local, remote)``
@@ -694,7 +696,7 @@ class Engine:
             oc = old_cfgs.get(p.name)
             for ch in p.cfg.children:
                 prev = oc.child(ch.name) if oc is not None else None
-                if prev is None or prev == ch or not _traffic_changed(prev, ch):
+                if prev is None or prev == ch or not traffic_changed(prev, ch):
                     continue
                 cur = [r for r in self._live(p.name, ch.name) if r.state == SAState.MATURE
                        and not self._meta[r.id].orphaned_user]
@@ -1112,7 +1114,7 @@ class Engine:
         for k, e in cache.put(key, entry):
             self._cache_gone(k, e, now, out)
         if pending is not None:
-            self._timers.set(("ackwait", key), now + backoff(self.timers, 1))
+            self._timers.set(("ackwait", key), now + self._backoff.delay(1))
         self._send(out, reply, addr)
 
     def _cache_gone(self, key: tuple, e: CacheEntry, now: float, out: list) -> None:
@@ -1254,8 +1256,8 @@ class Engine:
         except SadbError as e:
             return self._refusal(e.notify, out, peer.name, child.name, str(e),
                                  client), False, None
-        keys = derive_sa_keys(enctype=acc.enctype, session_key=acc.session_key,
-                              prf_reading=peer.cfg.prf, protocol=proto, transform=transform,
+        keys = derive_sa_keys(ticket_key_source(acc.enctype, acc.session_key, peer.cfg.prf),
+                              protocol=proto, transform=transform,
                               spi_initiator=spi_i, spi_responder=spi_r, ni=nonce.data, nr=nr,
                               ke_secret=secret)
         mode = c.params.mode if c.params.mode is not None else child_mode(child)
@@ -1669,8 +1671,8 @@ class Engine:
             transform = _SATransform.negotiated(proto, p.transform_id, p.key_length, p.auth)
             tk = t.ticket
             # the initiator's direction only (the responder's is not known yet)
-            keys_in = derive_one(tk.enctype, tk.session_key, peer.cfg.prf, proto, transform,
-                                 spi, t.ni)
+            keys_in = derive_direction(ticket_key_source(tk.enctype, tk.session_key,
+                                                         peer.cfg.prf), proto, transform, spi, t.ni)
             rec = self.sadb.add(peer=peer.name, child=child.name, protocol=proto, spi_in=spi,
                                 transform=transform, mode=child_mode(child), now=now,
                                 lifetime=self._own_lifetime(child, p.life_seconds,
@@ -1713,7 +1715,7 @@ class Engine:
             data = wire.encode(int(t.kind), t.xid, payloads, key=(tk.enctype, tk.session_key),
                                encrypt_from=enc)
         self._send(out, data, self._peer_addr(peer))
-        self._timers.set(("rtx", t.xid), now + backoff(self.timers, t.tries))
+        self._timers.set(("rtx", t.xid), now + self._backoff.delay(t.tries))
 
     def _finish_txn(self, t: Txn) -> None:
         t.state = "done"
@@ -1974,12 +1976,11 @@ class Engine:
         nr = nr or b""
         spi_i = t.spis[proto]
         rekey_in = bool(nr) or not sel.optimistic
-        prf = peer.cfg.prf
-        keys_out = derive_one(tk.enctype, tk.session_key, prf, proto, transform, spi_r, t.ni,
-                              nr, secret)
+        src = ticket_key_source(tk.enctype, tk.session_key, peer.cfg.prf)
+        keys_out = derive_direction(src, proto, transform, spi_r, t.ni, nr, secret)
         # the inbound KEYMAT of an optimistic 2-way CREATE is the larval SA's (same inputs)
-        keys_in = derive_one(tk.enctype, tk.session_key, prf, proto, transform, spi_i, t.ni,
-                             nr, secret) if rekey_in or not t.larval else None
+        keys_in = derive_direction(src, proto, transform, spi_i, t.ni, nr, secret) \
+            if rekey_in or not t.larval else None
         lifetime = self._own_lifetime(child, sel.life_seconds, sel.life_kilobytes)
         try:
             if t.larval:
@@ -2314,7 +2315,7 @@ class Engine:
             e.tries += 1
             self.stats["retransmissions"] += 1
             self._send(out, e.reply, e.addr)
-            self._timers.set(key, now + backoff(self.timers, e.tries))
+            self._timers.set(key, now + self._backoff.delay(e.tries))
         elif kind == "acked":
             self._acked.pop(key[1], None)
         elif kind == "grace":
@@ -2375,14 +2376,6 @@ _KINK_ERRORS = {
 
 def _kink_error_text(code: int) -> str:
     return _KINK_ERRORS.get(code, f"peer answered KINK_ERROR {int(code)}")
-
-
-def _traffic_changed(a: ChildConfig, b: ChildConfig) -> bool:
-    """The SAs of child ``a`` do not describe the traffic of child ``b``."""
-    proto_a = "esp" if a.esp_proposals else "ah"
-    proto_b = "esp" if b.esp_proposals else "ah"
-    return (a.local_ts, a.remote_ts, a.mode, proto_a) != (b.local_ts, b.remote_ts, b.mode,
-                                                          proto_b)
 
 
 def _acquire_flow(sel: Any) -> tuple[Any, Any] | None:

@@ -1,6 +1,6 @@
 """A minimal, strict netlink core (stdlib ``socket`` + ``struct``; Linux only).
 
-Used by :mod:`kinkd.backends.xfrm` for NETLINK_XFRM, but protocol neutral:
+Used by :mod:`isakmp.kernel.xfrm` for NETLINK_XFRM, but protocol neutral:
 
 * :class:`NetlinkSocket` -- open/bind (optionally joining multicast groups),
   :meth:`~NetlinkSocket.request` (``NLM_F_REQUEST|NLM_F_ACK``, waits for the

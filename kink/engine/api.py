@@ -13,7 +13,7 @@ driver obtains them off the event loop (a worker thread) and hands the result
 back with :meth:`Engine.ticket_result` / :meth:`Engine.tgt_result`. The
 acceptor side (keytab keys, replay cache) is pure and runs inside the engine.
 
-Entry points of ``kinkd.engine.Engine`` (all return ``list[Effect]``):
+Entry points of ``kink.engine.Engine`` (all return ``list[Effect]``):
 
     receive(data: bytes, addr: Address, now)        a datagram from the network
     initiate(peer, child=None, now, *, user=None)   CREATE the child SA(s) of a peer
@@ -31,10 +31,10 @@ plus ``next_deadline() -> float | None``, ``stats`` (a :class:`Counters`),
 ``sas()`` (SA records), ``peer_states()`` and ``export_state()`` /
 ``import_state()`` for the state file.
 
-Additions made by the engine implementation (kinkd/engine/engine.py):
+Additions made by the engine implementation (kink/engine/engine.py):
 
     Engine(config, *, epoch, acceptor, rng=None, local_address=None)
-        ``acceptor``: a kinkd.kerberos.acceptor.Acceptor (keytab keys + replay
+        ``acceptor``: a kink.kerberos.acceptor.Acceptor (keytab keys + replay
         cache, built by the driver with ``ReplayCache(start_time=...)``); the
         engine feeds it our TGT keys for user-to-user. ``rng``: random.Random-like
         source for XIDs/SPIs/nonces/DH/jitter (SystemRandom by default).

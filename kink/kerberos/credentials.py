@@ -1,6 +1,6 @@
 """Initiator credentials: service tickets, our TGT, user-to-user tickets (synchronous).
 
-The only module of ``kinkd.kerberos`` that talks to libkrb5 and the KDC. All
+The only module of ``kink.kerberos`` that talks to libkrb5 and the KDC. All
 calls block; the daemon runs them in a worker thread. One lock per
 :class:`Credentials` object serialises them.
 
@@ -18,7 +18,7 @@ from the ccache with pykrb5; when there is none (or it expires within
 ``min_lifetime`` seconds, or ``force_new``) it is fetched once through
 ``gss_init_sec_context`` (which stores it in the ccache) and read again.
 GSS is used only as a ticket fetcher; its token is discarded. User-to-user
-tickets come from :mod:`kinkd.kerberos.u2u` (ctypes, ``krb5_get_credentials``
+tickets come from :mod:`kink.kerberos.u2u` (ctypes, ``krb5_get_credentials``
 with KRB5_GC_USER_USER) and are cached in memory.
 
 Errors: :class:`KDCUnreachable` when no KDC answers (KRB5_KDC_UNREACH,
