@@ -1,7 +1,8 @@
-"""KINK half of the benchmark: two kinkd processes on loopback, driven through the daemon's
-``bench`` control command (kinkd/daemon.py, BENCH HELPER).
+"""KINK half of the benchmark: two kinkd processes on loopback, driven through the ``bench``
+control command of the benchmark's driver (``bench/driver.py``: the real ``kinkd.daemon.Daemon``
+plus that command; processes started by ``bench/nodes.py``).
 
-Topology: an embedded MIT realm (``tests/realm.py``, tickets warm), kinkd ``host1`` on
+Topology: an embedded MIT realm (``krb5-testrealm/realm``, tickets warm), kinkd ``host1`` on
 127.0.0.1 (initiator) and ``host2`` on 127.0.0.2 (responder), memory backend, no state
 file, log level ``warning``. The engine keeps one SA pair per (peer, child, selectors), so
 the initiator is configured with many peers (all pointing at host2, same principal) of many
@@ -23,9 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.nodes import Node, free_udp_port, realm_down, realm_up
 from kinkd import control
-from tests import realm as realmlib
-from tests.daemons import Node, free_udp_port
 
 H1, H2 = "host1.kink.test", "host2.kink.test"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -187,7 +187,7 @@ class KinkBench:
         self.close()
 
     def start(self) -> None:
-        self.realm = realmlib.up(self.workdir / "realm", hosts=[H1, H2], users=["alice"])
+        self.realm = realm_up(self.workdir / "realm", hosts=[H1, H2], users=["alice"])
         port = free_udp_port()
         self.ini = Node(H1, "127.0.0.1", port, self.workdir / "host1", self.realm)
         self.res = Node(H2, "127.0.0.2", port, self.workdir / "host2", self.realm)
@@ -195,8 +195,8 @@ class KinkBench:
             n.directory.mkdir(parents=True, exist_ok=True)
         self.ini.config_path.write_text(initiator_config(self.ini, self.res, list(self.sets.values())))
         self.res.config_path.write_text(responder_config(self.res, self.ini))
-        self.res.start(wait=False)
-        self.ini.start(wait=False)
+        self.res.start()
+        self.ini.start()
         for n in (self.res, self.ini):
             self._wait_ready(n)
 
@@ -222,7 +222,7 @@ class KinkBench:
                 except Exception:  # noqa: BLE001
                     pass
         if self.realm is not None:
-            realmlib.down(self.realm)
+            realm_down(self.realm)
             self.realm = None
         if self._tmp is not None:
             self._tmp.cleanup()

@@ -482,9 +482,10 @@ def main(argv: list[str] | None = None) -> int:
                                                               else v for k, v in S.items()},
                 "kink": {"transport": "UDP loopback 127.0.0.1 <-> 127.0.0.2", "backend": "memory",
                          "state_file": None, "log_level": "warning", "esp": "aes128gcm16",
-                         "pfs": "aes128gcm16-ecp256", "kdc": "MIT krb5kdc (tests/realm.py), tickets warm",
-                         "driver": "kinkd 'bench' control command (in-daemon, latency = "
-                                   "initiate -> SA established)"},
+                         "pfs": "aes128gcm16-ecp256", "kdc": "MIT krb5kdc (krb5-testrealm/realm), tickets warm",
+                         "driver": "'bench' control command of bench/driver.py (kinkd's Daemon "
+                                   "plus that command, in-daemon, latency = initiate -> SA "
+                                   "established)"},
                 "strongswan": {"transport": "two netns, veth, kernel-libipsec (UDP-encapsulated)",
                                "ike": "IKEv2 PSK aes128gcm16-prfsha256-x25519",
                                "esp": "aes128gcm16", "driver": "vici initiate (blocking), 1 or 8 "

@@ -1,10 +1,10 @@
 """strongSwan baseline: two charon instances in two network namespaces, IKEv2 PSK, ESP
 aes128gcm16, driven over vici (:mod:`bench.vici`).
 
-The approach of ``tests/support/strongswan.py`` is reused (its :class:`Charon`: private
-``/run`` through ``unshare -m`` + bind mount because charon's pid file is fixed at
-/var/run/charon.pid, ``STRONGSWAN_CONF``/``SWANCTL_DIR`` per instance, vici socket in the
-instance directory), with a strongswan.conf tuned for load:
+Each charon gets a private ``/run`` through ``unshare -m`` + bind mount (its pid file is
+fixed at /var/run/charon.pid), ``STRONGSWAN_CONF``/``SWANCTL_DIR`` per instance and its vici
+socket in the instance directory (as ``tests/support/strongswan.py`` does; the benchmark
+imports nothing from the test suite), with a strongswan.conf tuned for load:
 
 * ``kernel-libipsec`` (the kernel has no ESP; it forces UDP encapsulation and refuses traffic
   selectors equal to the IKE addresses, so the protected subnets 198.19.1.0/24 and
@@ -20,8 +20,10 @@ Both charons are restarted for every repetition, so every repetition starts empt
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -29,8 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.vici import Session, ViciError
-from tests.support.netns import NetnsBed, can_create_netns
-from tests.support.strongswan import CHARON, LIBIPSEC_PLUGIN, Charon
 
 PSK = "kinkd-bench-psk-0123456789"
 IKE_PROPOSAL = "aes128gcm16-prfsha256-x25519"
@@ -38,6 +38,34 @@ ESP_PROPOSAL = "aes128gcm16"
 PLUGINS = ("random nonce openssl pem pkcs1 pubkey x509 hmac kdf gcm aes sha2 curve25519 "
            "kernel-libipsec kernel-netlink socket-default vici")
 APT = ["strongswan-charon", "strongswan-swanctl", "libcharon-extra-plugins"]
+CHARON = Path("/usr/lib/ipsec/charon")
+LIBIPSEC_PLUGIN = Path("/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so")
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    r = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=False)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {r.stderr.strip() or r.stdout.strip()}")
+    return r
+
+
+def can_create_netns() -> tuple[bool, str]:
+    """(True, "") when this process can create network namespaces and veth pairs."""
+    if os.geteuid() != 0:
+        return False, "network namespaces need root"
+    if shutil.which("ip") is None:
+        return False, "iproute2 'ip' command not found"
+    probe = f"kb-{os.getpid()}-probe"
+    try:
+        r = _ip("netns", "add", probe, check=False)
+        if r.returncode != 0:
+            return False, f"ip netns add failed: {r.stderr.strip()}"
+        r = _ip("-n", probe, "link", "add", "p0", "type", "veth", "peer", "name", "p1", check=False)
+        if r.returncode != 0:
+            return False, f"cannot create veth pairs: {r.stderr.strip()}"
+    finally:
+        _ip("netns", "del", probe, check=False)
+    return True, ""
 
 
 def ensure_installed() -> tuple[bool, str]:
@@ -157,6 +185,62 @@ def cpu_seconds(pid: int) -> float:
 
 
 @dataclass
+class Charon:
+    """One charon in namespace ``ns``, configured from ``directory`` (private /run)."""
+
+    ns: str
+    directory: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def vici(self) -> Path:
+        return self.directory / "charon.vici"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "STRONGSWAN_CONF": str(self.directory / "strongswan.conf"),
+                "SWANCTL_DIR": str(self.directory / "swanctl")}
+
+    def start(self, timeout: float) -> None:
+        script = f'mount --bind "{self.directory / "run"}" /run && exec "{CHARON}"'
+        with open(self.directory / "charon.out", "wb") as out:
+            self.proc = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns, "unshare", "-m", "--propagation", "private",
+                 "sh", "-c", script], env=self.env, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not self.vici.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"charon in {self.ns} did not start:\n{self.log()}")
+            time.sleep(0.05)
+
+    def load(self) -> None:
+        r = subprocess.run(["swanctl", "--load-all", "--noprompt", "--uri", f"unix://{self.vici}"],
+                           env=self.env, capture_output=True, text=True, timeout=60, check=False)
+        if r.returncode != 0:
+            raise RuntimeError(f"swanctl --load-all ({self.ns}) failed:\n{r.stdout}{r.stderr}\n"
+                               f"{self.log()}")
+
+    def stop(self) -> None:
+        """SIGTERM to the process group (its pgid is its pid), SIGKILL after 5 s."""
+        if self.proc is None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(5)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def log(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-6000:]
+                         for p in (self.directory / "charon.out", self.directory / "charon.log")
+                         if p.exists())
+
+
+@dataclass
 class SwanResult:
     what: str
     n: int
@@ -175,33 +259,49 @@ class SwanResult:
 class SwanBench:
     """Two namespaces with a veth (198.18.1.1 <-> 198.18.1.2) and a charon in each."""
 
+    ADDRS = (("198.18.1.1", "198.19.1.1/24"), ("198.18.1.2", "198.19.2.1/24"))
+
     def __init__(self, workdir: Path, n_children: int = 4000):
         self.workdir = Path(workdir)
         self.n_children = n_children
-        self.bed: NetnsBed | None = None
+        self.ns = (f"kb-{os.getpid()}-swb-a", f"kb-{os.getpid()}-swb-b")
+        self.created: list[str] = []
         self.ini: Charon | None = None
         self.res: Charon | None = None
 
     def __enter__(self) -> SwanBench:
-        self.bed = NetnsBed("swanbench")
-        a, b = self.bed.add_namespace("swb-a"), self.bed.add_namespace("swb-b")
-        self.link = self.bed.link(a, b)
-        self.bed.add_address(a, "lo", "198.19.1.1/24")
-        self.bed.add_address(b, "lo", "198.19.2.1/24")
-        self.ns = (a, b)
+        try:
+            for ns in self.ns:
+                _ip("netns", "add", ns)
+                self.created.append(ns)
+                _ip("-n", ns, "link", "set", "lo", "up")
+            a, b = self.ns
+            _ip("link", "add", "veth0", "netns", a, "type", "veth", "peer", "name", "veth0",
+                "netns", b)
+            for ns, (addr, lo_net) in zip(self.ns, self.ADDRS, strict=True):
+                _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", "veth0", "nodad")
+                _ip("-n", ns, "link", "set", "veth0", "up")
+                _ip("-n", ns, "addr", "add", lo_net, "dev", "lo", "nodad")
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
-        if self.bed is not None:
-            self.bed.close()
+        for ns in reversed(self.created):
+            for pid in _ip("netns", "pids", ns, check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            _ip("netns", "del", ns, check=False)
+        self.created = []
 
     def start(self, reuse_ikesa: bool) -> None:
         self.stop()
         a, b = self.ns
-        la, lb = self.link.addr_a, self.link.addr_b
-        self.ini = Charon(self.bed, a, self.workdir / "initiator")
-        self.res = Charon(self.bed, b, self.workdir / "responder")
+        la, lb = self.ADDRS[0][0], self.ADDRS[1][0]
+        self.ini = Charon(a, self.workdir / "initiator")
+        self.res = Charon(b, self.workdir / "responder")
         for inst, me, peer, mine, theirs, is_ini in (
                 (self.ini, la, lb, "198.19.1.0/24", "198.19.2.0/24", True),
                 (self.res, lb, la, "198.19.2.0/24", "198.19.1.0/24", False)):

@@ -33,7 +33,8 @@ from kink.kerberos.replay import ReplayCache
 from kinkd import config as cfgmod
 from kinkd import dump
 from kinkd.cli import kinkctl_main
-from kinkd.pcap import LINKTYPE_ETHERNET, LINKTYPE_RAW, UdpDatagram, write_pcap
+from kinkd.pcap import LINKTYPE_ETHERNET, LINKTYPE_RAW, UdpDatagram
+from tests.support.pcapwrite import write_pcap
 
 H1, H2 = "host1.kink.test", "host2.kink.test"
 V4 = ("198.18.0.1", "198.18.0.2")

@@ -30,13 +30,15 @@ from kinkd.pcap import (
     PcapError,
     ReadStats,
     UdpDatagram,
+    read_frames,
+    read_udp,
+)
+from tests.support.pcapwrite import (
     ethernet_frame,
     internet_checksum,
     ip_udp_packet,
     pcap_bytes,
     pcap_frames_bytes,
-    read_frames,
-    read_udp,
     write_pcap,
 )
 

@@ -26,8 +26,9 @@ from pathlib import Path
 import pytest
 
 from kink import wire
-from kinkd.pcap import UdpDatagram, ip_udp_packet, write_pcap
+from kinkd.pcap import UdpDatagram
 from tests.daemons import BIN, REPO, Node, free_udp_port, write_config
+from tests.support.pcapwrite import ip_udp_packet, write_pcap
 
 H1, H2 = "host1.kink.test", "host2.kink.test"
 ETH_P_ALL = 0x0003

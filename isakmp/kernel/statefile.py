@@ -1,10 +1,9 @@
-"""The embedded SA store: SAs kept in the daemon, persisted atomically to a state file.
+"""The state file: the engine's exported SA state, persisted atomically.
 
-Usable without privileges. The authoritative SA state is the engine's SADB;
-this backend records what has been "installed" (per SPI and direction, as a
-kernel would hold it) and writes the engine's exported state to the state file
-(mode 0600, written to a temporary file in the same directory, fsynced, then
-renamed) so a restarted daemon knows what it had.
+Usable without privileges. The authoritative SA state is the engine's SADB; the
+daemon writes its exported state to the state file (mode 0600, written to a
+temporary file in the same directory, fsynced, then renamed) so a restarted
+daemon knows what it had.
 """
 
 from __future__ import annotations
@@ -12,26 +11,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
-
-
-class MemoryBackend:
-    name = "memory"
-
-    def __init__(self) -> None:
-        self.installed: dict[tuple[int, str], Any] = {}  # (spi, "in"/"out") -> SARecord
-
-    # SABackend-style calls, driven by the engine's InstallSA/RemoveSA effects
-    def install(self, sa: Any, direction: str, replace: bool = False) -> None:
-        spi = sa.spi_in if direction == "in" else sa.spi_out
-        self.installed[(spi, direction)] = sa
-
-    def remove(self, sa: Any, direction: str) -> None:
-        spi = sa.spi_in if direction == "in" else sa.spi_out
-        self.installed.pop((spi, direction), None)
-
-    def __len__(self) -> int:
-        return len(self.installed)
 
 
 def write_state(path: str | os.PathLike, state: dict) -> None:

@@ -38,8 +38,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kinkd.pcap import LINKTYPE_ETHERNET, UdpDatagram, read_udp, write_pcap, write_pcap_frames
+from kinkd.pcap import LINKTYPE_ETHERNET, UdpDatagram, read_udp
 from tests.support.netns import NetnsBed, can_create_netns, wait_for
+from tests.support.pcapwrite import write_pcap, write_pcap_frames
 
 CHARON = Path("/usr/lib/ipsec/charon")
 LIBIPSEC_PLUGIN = Path("/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so")
