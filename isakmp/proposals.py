@@ -17,11 +17,19 @@ that number), SPIs supplied by the caller.
 
 Selection (responder): :func:`select` walks the offer in the initiator's
 order and returns a :class:`Selection` with exactly one transform per
-protocol.  Attributes are never changed except SA Life Duration, which may be
-lowered to the local maximum (RFC 4430 §3.2); a lowered or not expressible
-shorter lifetime is reported (``Selection.lowered``,
-``Selection.responder_lifetime``) so the caller can also send
-RESPONDER-LIFETIME (RFC 2407 §4.5.4, :meth:`Selection.responder_lifetime_notifications`).
+protocol.  What the responder may do with the SA Life Duration depends on the key
+exchange (``isakmp.plugin.PluginCapabilities.responder_may_lower_lifetime``):
+
+* lowering (KINK, RFC 4430 §3.2): the answer carries the offered transform with its
+  durations lowered to the local maximum;
+* echo (IKEv1, RFC 2409 §5.5: the responder must not change attributes): the answer
+  carries the offered transform unchanged; the SA still lives no longer than the local
+  maximum, and the shorter lifetime is announced with RESPONDER-LIFETIME.
+
+Either way the effective lifetime is the shorter one, and a shorter lifetime that the
+answer does not carry (echo, or no attribute to lower) is reported
+(``Selection.lowered``, ``Selection.responder_lifetime``) so the caller sends
+RESPONDER-LIFETIME (RFC 2407 §4.6.3.1, :meth:`Selection.responder_lifetime_notifications`).
 
 Initiator check: :func:`validate_answer` verifies that the responder's SA is
 a subset of the offer (one proposal group, one transform per proposal, same
@@ -54,6 +62,7 @@ from .doi import (
 )
 from .errors import AttributesNotSupported, BadProposalSyntax, NoProposalChosen
 from .payloads import Notification, Proposal, SecurityAssociation, Transform
+from .plugin import PluginCapabilities
 
 __all__ = [
     "TransformSpec",
@@ -416,7 +425,7 @@ def _spec_matches(spec: TransformSpec, p: TransformParams) -> bool:
     )
 
 
-def _try_group(group: list[Proposal], suite: SuitePolicy) -> Selection | None:
+def _try_group(group: list[Proposal], suite: SuitePolicy, lower: bool) -> Selection | None:
     by_proto = {pp.protocol: pp for pp in suite.protocols}
     if sorted(by_proto) != sorted(p.protocol_id for p in group):
         return None
@@ -452,11 +461,11 @@ def _try_group(group: list[Proposal], suite: SuitePolicy) -> Selection | None:
     chosen = []
     lowered = False
     for prop, t, params in picks:
-        if new_secs != params.effective_seconds() and params.life_seconds is None:
-            unexpressible = True  # no seconds attribute to lower
-        if new_kbs != params.life_kilobytes and params.life_kilobytes is None:
+        if new_secs != params.effective_seconds() and (params.life_seconds is None or not lower):
+            unexpressible = True  # no seconds attribute to lower, or echo only
+        if new_kbs != params.life_kilobytes and (params.life_kilobytes is None or not lower):
             unexpressible = True
-        reply = _lower_durations(t, new_secs, new_kbs)
+        reply = _lower_durations(t, new_secs, new_kbs) if lower else t
         if reply is not t:
             lowered = True
         eff = TransformParams(
@@ -490,17 +499,21 @@ def _check_group_syntax(group: list[Proposal]) -> None:
             raise BadProposalSyntax("proposal without transforms")
 
 
-def select(offer: SecurityAssociation, policy: Policy) -> Selection:
+def select(offer: SecurityAssociation, policy: Policy,
+           capabilities: PluginCapabilities) -> Selection:
     """Responder: pick the first offered proposal group (initiator's order)
     that one of our suites accepts, with the first acceptable transform of
-    each protocol.  Raises NoProposalChosen when nothing is acceptable."""
+    each protocol.  ``capabilities``: the key exchange's, which say whether the
+    answer lowers lifetimes or echoes them (module docstring).  Raises
+    NoProposalChosen when nothing is acceptable."""
+    lower = capabilities.responder_may_lower_lifetime
     groups = offer.proposal_groups()
     if not groups:
         raise BadProposalSyntax("SA payload without proposals")
     for gi, group in enumerate(groups):
         _check_group_syntax(group)
         for suite in policy.suites:
-            sel = _try_group(group, suite)
+            sel = _try_group(group, suite, lower)
             if sel is not None:
                 sel.optimistic = gi == 0 and all(
                     c.transform is c.proposal.transforms[0] for c in sel.chosen

@@ -1,11 +1,13 @@
 """kinkd: the asyncio daemon around the sans-I/O engine.
 
-The loop owns every edge the engine may not touch: UDP sockets (asyncio-dgram),
-the clock (``time.time()`` plus the test-only ``clock_offset``), one timer
-handle at ``engine.next_deadline()``, Kerberos credentials (fetched in worker
-threads so the loop never blocks on the KDC), the SA backend, the state file,
-the control socket, metrics, signals (SIGTERM/SIGINT: orderly stop; SIGHUP:
-reload) and logging of engine events.
+The loop owns every edge the engine may not touch: UDP sockets (a plain
+``asyncio.DatagramProtocol`` per listen address, :class:`UdpEndpoint`), the clock
+(``time.time()`` plus the test-only ``clock_offset``), one timer handle at
+``engine.next_deadline()``, Kerberos credentials (fetched in worker threads so the
+loop never blocks on the KDC), the kernel backend (XFRM, if configured; with the
+memory backend the engine's SADB is the only SA store), the state file, the
+control socket, metrics, signals (SIGTERM/SIGINT: orderly stop; SIGHUP: reload)
+and logging of engine events.
 """
 
 from __future__ import annotations
@@ -22,21 +24,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import asyncio_dgram
-
-from isakmp.kernel.statefile import MemoryBackend, read_state, write_state
+from isakmp.kernel.statefile import read_state, write_state
 from kink.engine import api
 from kinkd import __version__, control, metrics
 from kinkd import config as cfgmod
 from kinkd.logs import enabled as log_enabled
 from kinkd.logs import log
+from kinkd.present import present
 
 PERSIST_DELAY = 0.2
-RX_BATCH = 64
+RX_BATCH = 64  # datagrams handled per read callback (one clock read, one timer re-arm)
+RX_MAX = 65535  # the largest UDP payload
 KDC_WORKERS = 4
-_K = api.EventKind
-_SA_ESTABLISHED, _NEGOTIATION_FAILED = _K.SA_ESTABLISHED, _K.NEGOTIATION_FAILED
-_SHUTDOWN_DONE, _DELETE_DONE = _K.SHUTDOWN_DONE, _K.DELETE_DONE
 
 
 @dataclass
@@ -51,13 +50,69 @@ class UserCreds:
         return hash((self.uid, self.ccache))
 
 
+class UdpEndpoint(asyncio.DatagramProtocol):
+    """One listening UDP socket: a plain asyncio datagram protocol, no queue.
+
+    Datagrams are handled in the read callback as a batch: the one the transport read,
+    then whatever else the socket already holds (up to RX_BATCH, non-blocking reads from
+    the socket the daemon created and handed to the transport), with one clock read and
+    one timer re-arm per batch. No task wake-up and no allocation per datagram beyond the
+    datagram itself; the socket's receive buffer is the (bounded) queue. Socket errors
+    (asyncio reports sendto/recvfrom errors here, it never raises them from sendto) are
+    counted as ``socket.errors``, never queued."""
+
+    def __init__(self, daemon: Daemon, ep: cfgmod.Endpoint, sock: socket.socket) -> None:
+        self.daemon = daemon
+        self.ep = ep
+        self.local = (ep.host, ep.port)
+        self.recvfrom = sock.recvfrom
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        daemon = self.daemon
+        engine = daemon.engine
+        local = self.local
+        transport = self.transport
+        recvfrom = self.recvfrom
+        now = daemon.now()
+        n = 0
+        while True:
+            n += 1
+            try:
+                effects = engine.receive(data, (addr[0], addr[1]), now, local=local)
+            except Exception as e:  # noqa: BLE001 - the engine promises not to raise
+                engine.stats.inc("dropped.internal-error")
+                log("error", "internal-error", f"engine.receive failed: {type(e).__name__}: {e}")
+            else:
+                if effects:
+                    daemon._apply(effects, arm=False)
+            if n >= RX_BATCH or transport.is_closing():
+                break
+            try:
+                data, addr = recvfrom(RX_MAX)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self.error_received(exc)
+                break
+        daemon._arm_timer()
+
+    def error_received(self, exc: Exception) -> None:
+        self.daemon.engine.stats.inc("socket.errors")
+        if log_enabled("debug"):
+            log("debug", "socket-error", str(exc), listen=str(self.ep))
+
+
 class Daemon:
     def __init__(self, config: cfgmod.Config, config_path: str | None = None):
         self.config = config
         self.config_path = config_path
         self.started = time.time()
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.streams: list[tuple[cfgmod.Endpoint, Any]] = []
+        self.transports: list[tuple[cfgmod.Endpoint, asyncio.DatagramTransport]] = []
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at: float | None = None
         self.persist_handle: asyncio.TimerHandle | None = None
@@ -70,14 +125,12 @@ class Daemon:
         self.last_failure: dict[str, dict] = {}  # peer -> last negotiation failure (status)
         self.ticket_expiry: float | None = None
         self.backend_name = config.daemon.backend
-        self.backend: Any = None
         self.xfrm = None
         self.engine = None
         self.credentials = None
         self.control_server = None
         self.metrics_server = None
         self.kernel_note: str | None = None
-        self.bench_waiters: dict[tuple[str, str | None], tuple] = {}  # BENCH HELPER: (op, fut)
 
     # --- time ---------------------------------------------------------------------------
 
@@ -112,9 +165,8 @@ class Daemon:
                              local_address=local)
 
     def _build_backend(self) -> None:
-        self.backend = MemoryBackend()  # always: the daemon's own record of installed SAs
         if self.backend_name != "xfrm":
-            return
+            return  # memory: the SAs live in the engine's SADB only
         from isakmp.kernel.xfrm import XfrmBackend
 
         try:
@@ -142,9 +194,7 @@ class Daemon:
         self.previous_epoch = previous.get("epoch") if isinstance(previous, dict) else None
         await self.loop.run_in_executor(None, self._build_engine)
         for ep in d.listen:
-            stream = await asyncio_dgram.bind((ep.host, ep.port))
-            self.streams.append((ep, stream))
-            self._start_rx(ep, stream)
+            await self._listen(ep)
         self.control_server = await control.serve(d.control_socket, d.control_mode, self._control)
         if d.metrics_listen:
             self.metrics_server = await asyncio.start_server(
@@ -200,64 +250,32 @@ class Daemon:
 
     # --- datagrams ------------------------------------------------------------------------
 
-    def _start_rx(self, ep: cfgmod.Endpoint, stream) -> None:
-        """Handle datagrams in the transport's read callback: the first one, then whatever
-        else the socket already holds (up to RX_BATCH, non-blocking), as one batch (one
-        clock read, one timer re-arm). No queue and no task wake-up per datagram; the
-        socket's receive buffer is the (bounded) queue, as it was behind asyncio-dgram's
-        queue, which the event loop fed one datagram per iteration."""
-        local = (ep.host, ep.port)
-        engine = self.engine
-        transport = stream._transport
-        sock = transport._sock  # what the transport's _read_ready reads from
-        max_size = transport.max_size
-        protocol = transport.get_protocol()  # asyncio-dgram's: keeps close/error handling
+    async def _listen(self, ep: cfgmod.Endpoint) -> None:
+        """Bind a UDP socket to EP and serve it with a :class:`UdpEndpoint`. The daemon
+        creates the socket itself (IP literals only, see config.parse_endpoint) so that
+        the protocol can drain it; the transport owns it from here on (and closes it)."""
+        sock = socket.socket(socket.AF_INET6 if ":" in ep.host else socket.AF_INET,
+                             socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((ep.host, ep.port))
+            transport, _ = await self.loop.create_datagram_endpoint(
+                lambda: UdpEndpoint(self, ep, sock), sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        self.transports.append((ep, transport))
 
-        def received(data: bytes, addr) -> None:
-            now = self.now()
-            n = 0
-            while True:
-                n += 1
-                try:
-                    effects = engine.receive(data, (addr[0], addr[1]), now, local=local)
-                except Exception as e:  # noqa: BLE001 - the engine promises not to raise
-                    engine.stats.inc("dropped.internal-error")
-                    log("error", "internal-error",
-                        f"engine.receive failed: {type(e).__name__}: {e}")
-                else:
-                    if effects:
-                        self._apply(effects, arm=False)
-                if n >= RX_BATCH or transport.is_closing():
-                    break
-                try:
-                    data, addr = sock.recvfrom(max_size)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:
-                    protocol.error_received(exc)
-                    break
-            self._arm_timer()
-
-        def error_received(exc: OSError) -> None:
-            # asyncio reports sendto/recvfrom errors here (it never raises them from
-            # sendto); asyncio-dgram would queue them without bound: count and log instead
-            engine.stats.inc("socket.errors")
-            if log_enabled("debug"):
-                log("debug", "socket-error", str(exc), listen=str(ep))
-
-        protocol.datagram_received = received
-        protocol.error_received = error_received
-
-    def _stream_for(self, addr: api.Address, local: api.Address | None):
+    def _transport_for(self, addr: api.Address, local: api.Address | None):
         fam6 = ":" in addr[0]
         best = None
-        for ep, stream in self.streams:
+        for ep, transport in self.transports:
             if (":" in ep.host) != fam6:
                 continue
             if local is not None and (ep.host, ep.port) == tuple(local):
-                return stream
+                return transport
             if best is None:
-                best = stream
+                best = transport
         return best
 
     # --- applying effects -----------------------------------------------------------------
@@ -266,17 +284,15 @@ class Daemon:
         for e in effects:
             t = type(e)
             if t is api.Send:
-                stream = self._stream_for(e.addr, e.local)
-                if stream is None:
+                transport = self._transport_for(e.addr, e.local)
+                if transport is None:
                     self.engine.stats.inc("dropped.no-socket-for-family")
                     continue
-                stream._transport.sendto(e.data, e.addr)  # errors: error_received()
+                transport.sendto(e.data, e.addr)  # errors: UdpEndpoint.error_received()
             elif t is api.InstallSA:
-                self.backend.install(e.sa, e.direction, e.replace)
                 if self.xfrm is not None:
                     self._xfrm_install(e)
             elif t is api.RemoveSA:
-                self.backend.remove(e.sa, e.direction)
                 if self.xfrm is not None:
                     self._xfrm_remove(e)
             elif t is api.FetchTicket:
@@ -285,7 +301,7 @@ class Daemon:
                 self._fetch_tgt(e)
             elif t is api.StateChanged:
                 self._persist_soon()
-            elif t is api.Event:
+            else:
                 self._event(e)
         if arm:
             self._arm_timer()
@@ -374,36 +390,35 @@ class Daemon:
 
     # --- events -----------------------------------------------------------------------------
 
-    def _event(self, ev: api.Event) -> None:
-        kind = ev.kind
-        if log_enabled(ev.level):
-            fields = {"peer": ev.peer, "child": ev.child, **ev.fields}
-            log(ev.level, kind.value, ev.message, **fields)
-        if ev.peer is not None:
-            if kind is _NEGOTIATION_FAILED:
-                self.last_failure[ev.peer] = {"time": self.now(), "child": ev.child,
-                                              "reason": ev.fields.get("reason"),
-                                              "message": ev.message}
-            elif kind is _SA_ESTABLISHED:
-                self.last_failure.pop(ev.peer, None)
-        if kind is _SA_ESTABLISHED or kind is _NEGOTIATION_FAILED:
-            ok = kind is _SA_ESTABLISHED
+    def _event(self, ev: Any) -> None:
+        """Log an engine event as the presenter words it; answer whoever waits for it."""
+        level, message, fields = present(ev)
+        kind, peer = ev.kind, ev.peer
+        if log_enabled(level):
+            log(level, str(kind), message, peer=peer, child=ev.child, **fields)
+        t = type(ev)
+        established = t is api.SAEstablished and not ev.rekeyed
+        if established or t is api.NegotiationFailed:
+            if peer is not None:
+                if established:
+                    self.last_failure.pop(peer, None)
+                else:
+                    self.last_failure[peer] = {"time": self.now(), "child": ev.child,
+                                               "reason": ev.reason, "message": message}
             waiters = self.waiters
             if waiters:
-                for key in ((ev.peer, ev.child), (ev.peer, None)):
+                for key in ((peer, ev.child), (peer, None)):
                     for fut in waiters.pop(key, ()):
                         if not fut.done():
-                            fut.set_result((ok, ev.message, ev.fields))
-        elif kind is _SHUTDOWN_DONE:
+                            fut.set_result((established, message, fields))
+        elif t is api.ShutdownDone:
             fut = getattr(self, "shutdown_done", None)
             if fut is not None and not fut.done():
-                fut.set_result(ev.fields)
-        elif kind is _DELETE_DONE:
-            for fut in self.down_waiters.pop(ev.peer or "", []):
+                fut.set_result(fields)
+        elif t is api.DeleteDone:
+            for fut in self.down_waiters.pop(peer or "", []):
                 if not fut.done():
                     fut.set_result(True)
-        if self.bench_waiters:  # BENCH HELPER (bench/run.py), see _cmd_bench
-            self._bench_event(ev)
 
     # --- persistence ----------------------------------------------------------------------------
 
@@ -615,8 +630,7 @@ class Daemon:
             self.waiters[(peer, c)].append(fut)
             futs.append(fut)
             effects = self.engine.initiate(peer, c, self.now(), user=user)
-            started = any(type(e) is api.Event and e.kind == api.EventKind.NEGOTIATION_STARTED
-                          for e in effects)
+            started = any(type(e) is api.NegotiationStarted for e in effects)
             self._apply(effects)
             if not started and not fut.done() and any(
                     sa.peer == peer and sa.child == c and sa.state.name == "MATURE"
@@ -653,111 +667,6 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(fut, float(args.get("timeout", 30)))
         return {"deleted": len(before)}
-
-    # --- BENCH HELPER: used by bench/run.py only (no kinkctl subcommand, root only) -------------
-
-    _BENCH_DONE = {"create": api.EventKind.SA_ESTABLISHED, "rekey": api.EventKind.SA_REKEYED,
-                   "delete": api.EventKind.DELETE_DONE, "status": api.EventKind.STATUS_DONE}
-
-    def _bench_event(self, ev: api.Event) -> None:
-        K = api.EventKind
-        if ev.kind not in (K.SA_ESTABLISHED, K.SA_REKEYED, K.DELETE_DONE, K.STATUS_DONE,
-                           K.NEGOTIATION_FAILED):
-            return
-        child = ev.child if ev.kind in (K.SA_ESTABLISHED, K.SA_REKEYED, K.NEGOTIATION_FAILED) \
-            else None
-        w = self.bench_waiters.get((ev.peer or "", child))
-        if w is not None and not w[1].done():
-            op, fut = w
-            if ev.kind == self._BENCH_DONE[op]:
-                fut.set_result(ev.level != "warning")
-            elif ev.kind == K.NEGOTIATION_FAILED:
-                fut.set_result(False)
-
-    async def _cmd_bench(self, args: dict, uid: int | None) -> dict:
-        """Run many engine operations from inside the daemon, so a benchmark measures kinkd
-        and not one control round trip per SA. ``op``: create | rekey | delete | status;
-        ``targets``: [[peer, child], ...] (child null: every SA of the peer; status: peer only);
-        closed loop with ``concurrency`` operations in flight, or open loop at ``rate``
-        operations/s (then ``concurrency`` caps what is in flight). Returns per-operation
-        latencies (initiate -> engine event) in ms, failures and the wall time until the
-        engine has no transaction left (so a rekey includes the DELETE of the old SA)."""
-        if uid != 0:
-            raise control.ControlError("bench: root only")
-        op = args.get("op")
-        if op not in self._BENCH_DONE:
-            raise control.ControlError(f"bench: unknown op {op!r}")
-        targets = [(str(p), None if c is None else str(c)) for p, c in args.get("targets") or []]
-        conc = max(1, int(args.get("concurrency", 1)))
-        rate = float(args.get("rate") or 0)
-        timeout = float(args.get("timeout", 30))
-        lat: list[float] = []
-        failed = 0
-        busy: dict[tuple[str, str | None], list[asyncio.Future]] = {}
-        clock = time.perf_counter
-        loop = self.loop
-
-        def expire(fut: asyncio.Future) -> None:
-            if not fut.done():
-                fut.set_result(False)
-
-        async def one(peer: str, child: str | None) -> None:
-            nonlocal failed
-            # DELETE_DONE/STATUS_DONE name only the peer: one such operation per peer at a time
-            key = (peer, child) if op in ("create", "rekey") else (peer, None)
-            while key in busy:
-                w = loop.create_future()
-                busy[key].append(w)
-                await w
-            busy[key] = []
-            fut = loop.create_future()
-            self.bench_waiters[key] = (op, fut)
-            t0 = clock()
-            now = self.now()
-            e = self.engine
-            timer = loop.call_later(timeout, expire, fut)
-            try:
-                if op == "create":
-                    self._apply(e.initiate(peer, child, now))
-                elif op == "rekey":
-                    self._apply(e.rekey(peer, child, now))
-                elif op == "delete":
-                    self._apply(e.delete(peer, child, now))
-                else:
-                    self._apply(e.status(peer, now))
-                ok = await fut  # False on a failure or after the timeout
-            finally:
-                timer.cancel()
-                self.bench_waiters.pop(key, None)
-                for w in busy.pop(key):
-                    if not w.done():
-                        w.set_result(None)
-            if ok:
-                lat.append(round((clock() - t0) * 1e3, 4))
-            else:
-                failed += 1
-
-        # ``concurrency`` workers take the targets in order (no task per operation); in
-        # the open loop, target i does not start before start + i/rate
-        todo = iter(enumerate(targets))
-
-        async def worker() -> None:
-            for i, (peer, child) in todo:
-                if rate > 0:
-                    delay = start + i / rate - clock()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                await one(peer, child)
-
-        start = clock()
-        await asyncio.gather(*(worker() for _ in range(min(conc, len(targets)))))
-        ops_done = clock()
-        while op in ("rekey", "delete") and clock() - ops_done < timeout \
-                and any(st.get("transactions") for st in self.engine.peer_states()):
-            await asyncio.sleep(0.002)
-        return {"n": len(targets), "ok": len(lat), "failed": failed,
-                "seconds": clock() - start, "ops_seconds": ops_done - start,
-                "latency_ms": lat, "sas": len(self.engine.sas())}
 
     async def _cmd_reload(self, args: dict, uid: int | None) -> dict:
         return await self.reload()
@@ -840,8 +749,8 @@ class Daemon:
     async def close(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
-        for _, s in self.streams:
-            s.close()
+        for _, transport in self.transports:
+            transport.close()
         if self.control_server is not None:
             self.control_server.close()
             with contextlib.suppress(FileNotFoundError):

@@ -16,6 +16,7 @@ from kink.kerberos.credentials import Credentials
 from kink.kerberos.keytab import KeyTable
 from kinkd.config import Timers
 from tests.conftest import KRB5_VARS
+from tests.support.events import fields, level
 from tests.support.simnet import A1, A2, H1, H2, Node, SimNet, child, config, make_engine, peer
 
 
@@ -156,9 +157,9 @@ def test_no_proposal_chosen_refused_with_notify(kit):
     assert not n1.engine.sas() and not n2.engine.sas()
     assert not n1.backend.inbound
     ref = [e for e in n2.events if e.kind == EventKind.REQUEST_REFUSED]
-    assert ref and ref[0].level == "warning" and ref[0].fields["principal"] == kit.realm.service(H1)
+    assert ref and level(ref[0]) == "warning" and fields(ref[0])["principal"] == kit.realm.service(H1)
     fail = [e for e in n1.events if e.kind == EventKind.NEGOTIATION_FAILED]
-    assert fail and "notify-14" in fail[0].fields["reason"]
+    assert fail and "notify-14" in fields(fail[0])["reason"]
 
 
 def test_traffic_selector_mismatch_refused(kit):
@@ -172,8 +173,8 @@ def test_traffic_selector_mismatch_refused(kit):
     net.call(n1, "initiate", "h2", None, net.t(n1))
     net.settle(5)
     assert not n2.engine.sas()
-    assert any(e.fields.get("notify") == "PAYLOAD_MALFORMED" or
-               e.fields.get("notify") == NotifyType.PAYLOAD_MALFORMED
+    assert any(fields(e).get("notify") == "PAYLOAD_MALFORMED" or
+               fields(e).get("notify") == NotifyType.PAYLOAD_MALFORMED
                for e in n2.events if e.kind == EventKind.REQUEST_REFUSED)
 
 
@@ -202,7 +203,7 @@ def test_unknown_principal_refused(kit):
     net.settle(5)
     assert not n2.engine.sas()
     ref = [e for e in n2.events if e.kind == EventKind.REQUEST_REFUSED]
-    assert ref and ref[0].fields["principal"] == kit.realm.service(H1)
+    assert ref and fields(ref[0])["principal"] == kit.realm.service(H1)
 
 
 # --- DELETE / STATUS -----------------------------------------------------------------------
@@ -226,7 +227,7 @@ def test_delete_idempotent_and_unknown_spi(kit):
     net.settle(5)
     # unknown SPI -> INVALID-SPI notify in the REPLY
     eng = n1.engine
-    t_kind = __import__("kink.engine.transactions", fromlist=["Kind"])
+    t_kind = __import__("kink.engine.txn", fromlist=["Kind"])
     txn = t_kind.Txn(t_kind.Kind.DELETE, eng._peers["h2"], started=net.t(n1),
                      isakmp=wire.IsakmpPayload.from_payloads(
                          [Delete(3, [sa.spi_in.to_bytes(4, "big")])]))
@@ -302,7 +303,7 @@ def test_timeout_gives_up_after_max_tries(kit):
     gaps = [b[0] - a[0] for a, b in zip(creates, creates[1:], strict=False)]
     assert gaps == pytest.approx([1, 2, 4, 8], abs=0.01)
     assert not n1.engine.sas() and not n1.backend.inbound
-    assert any(e.fields.get("reason") == "timeout" for e in n1.events
+    assert any(fields(e).get("reason") == "timeout" for e in n1.events
                if e.kind == EventKind.NEGOTIATION_FAILED)
 
 
@@ -326,7 +327,7 @@ def test_epoch_change_deletes_sas(kit):
     assert not ({r.spi_in for r in n1.engine.sas()} & before)
     assert_paired(n1, n2)
     ev = [e for e in n1.events if e.kind == EventKind.PEER_REBOOTED]
-    assert ev and ev[0].fields["deleted"] == 1
+    assert ev and fields(ev[0])["deleted"] == 1
 
 
 def test_epoch_change_reinitiates_start_children(kit):
@@ -363,5 +364,5 @@ def test_clock_skew_learned_from_protected_error(kit):
     net.settle(10)
     assert_paired(n1, n2)
     ev = [e for e in n1.events if e.kind == EventKind.CLOCK_SKEW_CORRECTED]
-    assert ev and ev[0].fields["offset"] == pytest.approx(600.0, abs=1.0)
+    assert ev and fields(ev[0])["offset"] == pytest.approx(600.0, abs=1.0)
     assert n2.engine.stats["errors.sent.krb-37"] == 1

@@ -27,6 +27,7 @@ from kink.kerberos.messages import (
     TransitedEncoding,
 )
 from kinkd.config import Limits, Timers, parse_selector
+from tests.support.events import fields, level, message
 from tests.support.simnet import A1, A2, H1, H2, Node, SimNet, child, config, make_engine, peer
 from tests.test_engine_flows import assert_paired, kit, mature, msg_types, no_internal_errors, pair
 
@@ -120,7 +121,7 @@ def test_imported_epoch_is_compared(kit):
     net.call(n2, "status", "h1", net.t(n2))
     net.settle(3)
     ev = _events(n1, EventKind.PEER_REBOOTED)
-    assert ev and ev[0].fields["deleted"] == 1
+    assert ev and fields(ev[0])["deleted"] == 1
     assert first.id not in {s.id for s in n1.engine.sas()}
     assert first.spi_in not in n1.backend.inbound
 
@@ -151,22 +152,22 @@ def test_user_sa_principal_persisted_and_not_rekeyed_as_daemon(kit, tmp_path):
     net.settle(2)
     assert_paired(n1, n2)
     sa = mature(n1)[0]
-    assert n1.engine.sa_meta(sa.id).user_principal == r.user("alice")
+    assert n1.engine.sa_meta(sa.id).owner == r.user("alice")
     state = _restart_engine(kit, n1, net, keys=kit.kt1)
     assert state["meta"][str(sa.id)]["user_principal"] == r.user("alice")
     m = n1.engine.sa_meta(sa.id)
-    assert m.user is None and m.user_principal == r.user("alice") and m.orphaned_user
+    assert m.user is None and m.owner == r.user("alice") and m.orphaned
     sent = len(n1.sent)
     net.run(58)  # past the soft lifetime: no CREATE, an event instead
     skipped = _events(n1, EventKind.REKEY_SKIPPED)
-    assert len(skipped) == 1 and skipped[0].fields["principal"] == r.user("alice")
+    assert len(skipped) == 1 and fields(skipped[0])["principal"] == r.user("alice")
     assert MT.CREATE not in _sent_types(n1, sent)
     # the operator's rekey does not switch it to the daemon identity either
     net.call(n1, "rekey", "h2", None, net.t(n1))
     assert MT.CREATE not in _sent_types(n1, sent)
     net.run(10)  # hard lifetime: gone on both sides
     assert not n1.engine.sas() and not n1.backend.inbound
-    assert any(e.fields.get("reason") == "expired" for e in _events(n1, EventKind.SA_DELETED))
+    assert any(fields(e).get("reason") == "expired" for e in _events(n1, EventKind.SA_DELETED))
     assert not n2.engine.sas()
     assert not any(s.initiator for s in n1.engine.sas())
     no_internal_errors(n1, n2)
@@ -191,7 +192,7 @@ def test_reconfigure_removed_peer_sends_delete(kit):
     assert _sent_types(n1, sent) == [MT.DELETE]
     assert not n1.engine.sas() and not n1.backend.inbound and not n1.backend.outbound
     assert not n2.engine.sas() and not n2.backend.inbound and not n2.backend.outbound
-    assert any(e.fields.get("reason") == "policy removed" for e in _events(n1,
+    assert any(fields(e).get("reason") == "policy removed" for e in _events(n1,
                                                                             EventKind.DELETE_DONE))
     no_internal_errors(n1, n2)
 
@@ -325,7 +326,7 @@ def test_kernel_soft_expire_rekeys_by_initiator_hard_deletes(kit):
     # hard: both directions removed at once
     net.call(n2, "kernel_expire", mature(n2)[0].spi_in, True, net.t(n2))
     assert not n2.engine.sas() and not n2.backend.inbound and not n2.backend.outbound
-    assert any(e.fields.get("reason") == "expired" for e in _events(n2, EventKind.SA_DELETED))
+    assert any(fields(e).get("reason") == "expired" for e in _events(n2, EventKind.SA_DELETED))
     assert n2.engine.stats["sas.expired"] == 1
     assert not net.call(n2, "kernel_expire", 0x12345678, True, net.t(n2))
     no_internal_errors(n1, n2)
@@ -343,9 +344,9 @@ def test_hard_expiry_without_rekey(kit, start):
     n2.up = False  # the rekey gets no answer
     net.run(first.hard_at - net.t(n1) + 0.5)
     assert "sa-rekeyed" not in n1.kinds()
-    assert any(e.fields.get("reason") == "timeout"
+    assert any(fields(e).get("reason") == "timeout"
                for e in _events(n1, EventKind.NEGOTIATION_FAILED))
-    assert any(e.fields.get("reason") == "expired" for e in _events(n1, EventKind.SA_DELETED))
+    assert any(fields(e).get("reason") == "expired" for e in _events(n1, EventKind.SA_DELETED))
     assert first.spi_in not in n1.backend.inbound
     assert not any(s.id == first.id for s in n1.engine.sas())
     n2.up = True
@@ -396,7 +397,7 @@ def test_acquire_matches_flow_selectors(kit):
                                                                          "10.2.0.1")),
                    net.t(n1))
     assert not [e for e in eff if type(e) is Send]
-    assert any(e.fields.get("reason") == "acquire-no-policy"
+    assert any(fields(e).get("reason") == "acquire-no-policy"
                for e in _events(n1, EventKind.NEGOTIATION_FAILED))
     assert n1.engine.stats["acquires.unmatched"] == 1
 
@@ -501,8 +502,8 @@ def test_invalid_payload_type_ke_retried_without_ke(kit):
     net.call(n1, "initiate", "h2", None, net.t(n1))
     net.settle(5)
     assert_paired(n1, n2)
-    ev = [e for e in n1.events if e.fields.get("reason") == "retry-without-ke"]
-    assert len(ev) == 1 and ev[0].level == "warning"
+    ev = [e for e in n1.events if fields(e).get("reason") == "retry-without-ke"]
+    assert len(ev) == 1 and level(ev[0]) == "warning"
     creates = [wire.decode(d) for _, d, _ in n1.sent if wire.decode(d).type == MT.CREATE]
     assert len(creates) == 2 and creates[0].xid != creates[1].xid
     assert n2.engine.stats["errors.sent.notify-1"] == 1
@@ -526,8 +527,8 @@ def test_badqmvers_failure_reason_is_clear(kit, code, text):
     net.call(n1, "initiate", "h2", None, net.t(n1))
     net.settle(5)
     fail = _events(n1, EventKind.NEGOTIATION_FAILED)
-    assert len(fail) == 1 and text in fail[0].message
-    assert fail[0].fields["reason"] == f"kink-error-{int(code)}"
+    assert len(fail) == 1 and text in message(fail[0])
+    assert fields(fail[0])["reason"] == f"kink-error-{int(code)}"
     assert msg_types(n1) == [MT.CREATE]  # nothing to retry with
     assert not n1.engine.sas() and not n1.backend.inbound and not n2.engine.sas()
 
@@ -571,8 +572,8 @@ def test_concurrent_creates_are_bounded_by_max_transactions(kit):
     assert len(fetches) == 1  # one ticket request, shared by the CREATEs that were started
     refused = [e for e in out if getattr(e, "kind", None) == EventKind.NEGOTIATION_FAILED]
     assert eng.stats["negotiations.started"] == 3
-    assert len(refused) == 3 and all(e.fields["reason"] == "too-many-transactions" for e in refused)
-    assert "limit 3" in refused[0].message
+    assert len(refused) == 3 and all(fields(e)["reason"] == "too-many-transactions" for e in refused)
+    assert "limit 3" in message(refused[0])
     assert eng.stats["negotiations.failed.too-many-transactions"] == 3
 
 
@@ -603,7 +604,7 @@ def test_shutdown_delete_retransmits_then_reports_done(kit):
     assert sum(type(e) is Send for e in eff) == 1  # one DELETE listing both SPIs
     net.settle(10)
     done = _events(n1, EventKind.SHUTDOWN_DONE)
-    assert len(done) == 1 and done[0].fields == {"answered": 1, "given_up": 0, "sas": 0}
+    assert len(done) == 1 and fields(done[0]) == {"answered": 1, "given_up": 0, "sas": 0}
     assert _sent_types(n1, sent) == [MT.DELETE] * 3
     assert not n1.engine.sas() and not n1.backend.inbound
     assert not n2.engine.sas() and not n2.backend.inbound and not n2.backend.outbound
@@ -621,7 +622,7 @@ def test_shutdown_delete_gives_up_on_silent_peer(kit):
     limit = n1.engine.shutdown_deadline(net.t(n1))
     net.run(30, until=lambda: bool(_events(n1, EventKind.SHUTDOWN_DONE)))
     done = _events(n1, EventKind.SHUTDOWN_DONE)
-    assert len(done) == 1 and done[0].fields["given_up"] == 1
+    assert len(done) == 1 and fields(done[0])["given_up"] == 1
     assert net.t(n1) <= limit
     assert not n1.engine.sas() and not n1.backend.inbound and not n1.backend.outbound
     net.run(60)
@@ -652,7 +653,7 @@ def test_ke_refused_when_every_proposal_needs_pfs_fails_clearly(kit):
     eng._retry_without_ke(t, net.t(n1), out)  # as if the REPLY carried INVALID-PAYLOAD-TYPE(4)
     net.apply(n1, out)
     fail = _events(n1, EventKind.NEGOTIATION_FAILED)
-    assert len(fail) == 1 and "requires it" in fail[0].message
+    assert len(fail) == 1 and "requires it" in message(fail[0])
     assert not eng._txns and not eng.stats["negotiations.retried.no-ke"]
 
 
@@ -663,7 +664,7 @@ def test_reconfigure_abandons_create_in_flight_of_removed_peer(kit):
     assert n1.backend.inbound  # the larval inbound SA of the optimistic proposal
     net.call(n1, "reconfigure", _cfg_like(n1, []), net.t(n1))
     assert not n1.backend.inbound and not n1.engine.sas()
-    assert any(e.fields.get("reason") == "reconfigured"
+    assert any(fields(e).get("reason") == "reconfigured"
                for e in _events(n1, EventKind.NEGOTIATION_FAILED))
     net.settle(20)
     types = msg_types(n1)
@@ -688,8 +689,8 @@ def test_invdoi_from_peer_named_in_the_failure(kit):
     net.settle(10)
     assert n2.engine.stats["errors.sent.kink-2"] >= 3  # CREATEs (then the cleanup DELETE)
     fail = [e for e in _events(n1, EventKind.NEGOTIATION_FAILED)
-            if e.fields.get("reason") == "timeout"]
-    assert fail and "does not support the IPsec DOI" in fail[0].message
+            if fields(e).get("reason") == "timeout"]
+    assert fail and "does not support the IPsec DOI" in message(fail[0])
     assert not n1.backend.inbound
 
 
@@ -704,7 +705,7 @@ def test_shutdown_again_finishes_at_once(kit):
     eff = net.call(n1, "shutdown", net.t(n1), True)  # the driver's patience ran out
     assert any(type(e) is RemoveSA and e.direction == "in" for e in eff)
     done = _events(n1, EventKind.SHUTDOWN_DONE)
-    assert len(done) == 1 and done[0].fields["given_up"] == 1
+    assert len(done) == 1 and fields(done[0])["given_up"] == 1
     assert not n1.engine.sas() and not n1.backend.inbound and not n1.backend.outbound
     assert net.call(n1, "shutdown", net.t(n1), True) == []
 
@@ -721,5 +722,5 @@ def test_shutdown_deadline_bounds_a_delete_waiting_for_the_kdc(kit):
     assert n1.engine.next_deadline() == limit
     net.run(limit - net.t(n1) + 0.1)
     done = _events(n1, EventKind.SHUTDOWN_DONE)
-    assert len(done) == 1 and done[0].fields["given_up"] == 1
+    assert len(done) == 1 and fields(done[0])["given_up"] == 1
     assert not n1.engine.sas() and not n1.backend.inbound

@@ -15,6 +15,7 @@ from kink import wire
 from kink.engine import EventKind
 from kink.kerberos.credentials import Credentials
 from kinkd.config import Timers
+from tests.support.events import fields
 from tests.support.simnet import Node
 from tests.test_engine_flows import assert_paired, kit, mature, no_internal_errors, pair
 
@@ -29,7 +30,7 @@ MT = wire.MessageType
 
 def _superseded(node: Node) -> list:
     return [e for e in node.events
-            if e.kind == EventKind.SA_DELETED and e.fields.get("reason") == "superseded"]
+            if e.kind == EventKind.SA_DELETED and fields(e).get("reason") == "superseded"]
 
 
 def _live_per_child(node: Node) -> dict[str, int]:
@@ -49,7 +50,7 @@ def _blackhole_until_peer_dead(net, n1: Node, n2: Node) -> None:
     assert "peer-dead" in n1.kinds()
     assert not n1.engine.sas() and not n1.backend.inbound and not n1.backend.outbound
     net.run(TIMERS.backoff.full_cycle() + 1.0)  # the DELETE (reason peer-dead) is given up
-    assert any(e.kind == EventKind.DELETE_DONE and e.fields.get("reason") == "peer-dead"
+    assert any(e.kind == EventKind.DELETE_DONE and fields(e).get("reason") == "peer-dead"
                for e in n1.events)
     assert len(mature(n2)) == 1  # n2 never noticed anything
     net.filter = None
@@ -77,15 +78,15 @@ def test_recreated_after_initiator_dpd_leaves_one_pair(kit, proposals):
     new = next(s for s in mature(n2) if s.id != old.id)
     t_new = new.created  # established then (2-way) or at the ACK just after (3-way)
     assert mature(n1)[0].spi_out == new.spi_in
-    assert n2.engine.sa_meta(old.id).initiator_principal == \
-        n2.engine.sa_meta(new.id).initiator_principal
+    assert n2.engine.sa_meta(old.id).initiator_id == \
+        n2.engine.sa_meta(new.id).initiator_id
     # the initiator gets its chance first: nothing happens before the bound ...
     net.run(BOUND - 0.2 - (net.now - t_new))
     assert len(mature(n2)) == 2 and not _superseded(n2)
     # ... then the old pair goes (outbound at once, inbound after delete_grace)
     net.run(0.5)
     ev = _superseded(n2)
-    assert len(ev) == 1 and ev[0].fields["spi_in"] == old.spi_in
+    assert len(ev) == 1 and ev[0].sa.spi_in == old.spi_in
     assert n2.engine.stats["sas.superseded"] == 1
     assert _live_per_child(n2) == {"c": 1} and _live_per_child(n1) == {"c": 1}
     assert len(mature(n2)) == 1 and mature(n2)[0].id == new.id
@@ -95,10 +96,10 @@ def test_recreated_after_initiator_dpd_leaves_one_pair(kit, proposals):
     assert len(n1.engine.sas()) == 1 and len(n2.engine.sas()) == 1
     assert mature(n2)[0].id == new.id
     assert old.spi_in not in n2.backend.inbound
-    assert any(e.kind == EventKind.DELETE_DONE and e.fields.get("reason") == "superseded"
+    assert any(e.kind == EventKind.DELETE_DONE and fields(e).get("reason") == "superseded"
                for e in n2.events)
     assert not any(e.kind == EventKind.SA_DELETED for e in n1.events
-                   if e.fields.get("reason") != "peer dead")
+                   if fields(e).get("reason") != "peer dead")
     # and it stays that way
     net.run(60)
     assert_paired(n1, n2, 1)
@@ -134,7 +135,7 @@ def test_normal_rekey_is_deleted_by_the_initiator_not_superseded(kit):
     assert mature(n1)[0].spi_in != old.spi_in
     assert len(n1.engine.sas()) == 1 and len(n2.engine.sas()) == 1
     assert n2.engine.stats["sas.superseded"] == 0 and not _superseded(n2)
-    assert not any(e.fields.get("reason") == "superseded" for e in n1.events)
+    assert not any(fields(e).get("reason") == "superseded" for e in n1.events)
     no_internal_errors(n1, n2)
 
 
@@ -198,7 +199,7 @@ def test_user_and_daemon_pairs_with_identical_selectors_are_not_superseded(kit, 
     assert n2.engine.stats["sas.superseded"] == 0
     assert n1.engine.stats["collisions"] == 1
     # the survivor is the lowest (initiator principal, Ni), as before
-    survivor = n2.engine.sa_meta(mature(n2)[0].id).initiator_principal
+    survivor = n2.engine.sa_meta(mature(n2)[0].id).initiator_id
     assert survivor == min(r.user("alice"), r.service("host1.kink.test"))
     no_internal_errors(n1, n2)
 

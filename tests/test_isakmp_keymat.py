@@ -407,51 +407,30 @@ def test_lookup_errors_are_typed():
 # --- plugin interface ----------------------------------------------------------------------
 
 
-def test_plugin_protocols_structural():
-    from dataclasses import dataclass
-
-    from isakmp.plugin import (
-        AuthenticatedPeer,
-        KeyExchangePlugin,
-        PayloadFraming,
-        PluginCapabilities,
-    )
-
-    class Framing:
-        def frame(self, first_payload, chain):
-            return bytes([first_payload]) + chain
-
-        def unframe(self, data):
-            return data[0], data[1:]
-
-    @dataclass
-    class Peer:
-        peer: object
-        peer_name: str
-        keys: KeySource
-
-    @dataclass
-    class Plugin:
-        name: str
-        capabilities: PluginCapabilities
-        framing: PayloadFraming
+def test_plugin_interfaces_are_what_the_code_consumes():
+    """The plugin interface names what the framework and the daemon consume: a KeySource
+    (isakmp.sakeys derives KEYMAT through it), capabilities (proposal selection) and the
+    engine shape the daemon drives, which the KINK engine has."""
+    from isakmp.plugin import KeyExchangeEngine, PluginCapabilities
+    from isakmp.sadb import Transform as SaTransform
+    from isakmp.sakeys import derive_direction
+    from kink.engine import KINK_CAPABILITIES, Engine
+    from kink.keys import ticket_key_source
+    from kinkd.config import Config, DaemonConfig
 
     src = StaticKeySource(SESSION_128, aes_sha1_prf_literal)
-    peer = Peer(("192.0.2.1", "host/b@R"), "host/b@R", src)
-    plug = Plugin(
-        "kink", PluginCapabilities(optimistic_two_way=True, hash_payloads=False), Framing()
-    )
-    assert isinstance(plug.framing, PayloadFraming)
-    assert isinstance(peer, AuthenticatedPeer)
-    assert isinstance(plug, KeyExchangePlugin)
-    assert plug.framing.unframe(plug.framing.frame(1, b"abc")) == (1, b"abc")
-    km = derive(
-        peer.keys.prf,
-        peer.keys.skeyid_d,
-        ProtocolId.ESP,
-        EX_SPI,
-        NI_EX,
-        cipher=alg.cipher_spec(E.ESP_AES_CBC, 128),
-        integrity=alg.integrity_spec(AA.HMAC_SHA),
-    )
+    assert isinstance(src, KeySource)
+    km = derive(src.prf, src.skeyid_d, ProtocolId.ESP, EX_SPI, NI_EX,
+                cipher=alg.cipher_spec(E.ESP_AES_CBC, 128),
+                integrity=alg.integrity_spec(AA.HMAC_SHA))
     assert km.encryption.reveal_hex() == "0f6713a1103e53d8484f78afe8076e5d"
+    # KINK's key source (ticket session key, literal RFC 3961 PRF of etype 17) is the same
+    kink_src = ticket_key_source(17, SESSION_128, "rfc3961")
+    assert isinstance(kink_src, KeySource) and repr(SESSION_128.hex()) not in repr(kink_src)
+    t = SaTransform.negotiated(ProtocolId.ESP, E.ESP_AES_CBC, 128, AA.HMAC_SHA)
+    assert derive_direction(kink_src, ProtocolId.ESP, t, EX_SPI, NI_EX) == km
+    assert isinstance(KINK_CAPABILITIES, PluginCapabilities)
+    assert KINK_CAPABILITIES.responder_may_lower_lifetime
+    cfg = Config(daemon=DaemonConfig(principal="kink/a.test@R", keytab=None))
+    assert isinstance(Engine(cfg, epoch=1, acceptor=None), KeyExchangeEngine)
+    assert not isinstance(object(), KeyExchangeEngine)

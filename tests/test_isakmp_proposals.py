@@ -15,6 +15,7 @@ from isakmp import (
     IpsecAttr,
     NoProposalChosen,
     NotifyType,
+    PluginCapabilities,
     Proposal,
     ProtocolId,
     SecurityAssociation,
@@ -40,6 +41,9 @@ from isakmp.proposals import (
 ESP, AH = ProtocolId.ESP, ProtocolId.AH
 SPIS = {ESP: 0x11111111, AH: 0x22222222}
 RSPIS = {ESP: 0x33333333, AH: 0x44444444}
+
+LOWER = PluginCapabilities(responder_may_lower_lifetime=True)  # KINK
+ECHO = PluginCapabilities()  # IKEv1: the responder must not change attributes
 
 
 def offer_of(text: str, **kw) -> SecurityAssociation:
@@ -153,7 +157,7 @@ def test_build_offer_layout():
     ],
 )
 def test_selection_ordering(offer, local, number, optimistic):
-    sel = select(roundtrip(offer_of(offer)), parse_proposals(local))
+    sel = select(roundtrip(offer_of(offer)), parse_proposals(local), LOWER)
     assert sel.proposal_number == number
     assert sel.optimistic is optimistic
     [c] = sel.chosen
@@ -166,7 +170,7 @@ def test_select_second_transform_of_proposal():
     # one proposal carrying two transforms (OR)
     offer = offer_of("aes128-aes256-sha1")
     assert len(offer.proposals) == 1 and len(offer.proposals[0].transforms) == 2
-    sel = select(offer, parse_proposals("aes256-sha1"))
+    sel = select(offer, parse_proposals("aes256-sha1"), LOWER)
     assert sel.chosen[0].transform.number == 2 and not sel.optimistic
     ans = sel.reply_sa(RSPIS)
     assert len(ans.proposals[0].transforms) == 1
@@ -176,40 +180,40 @@ def test_select_second_transform_of_proposal():
 
 def test_key_length_mismatch():
     with pytest.raises(NoProposalChosen):
-        select(offer_of("aes128-sha1"), parse_proposals("aes256-sha1"))
+        select(offer_of("aes128-sha1"), parse_proposals("aes256-sha1"), LOWER)
     # key length attribute missing for AES
     t = Transform(1, EspTransformId.ESP_AES_CBC, [Attribute(4, 2), Attribute(5, 2)])
     offer = SecurityAssociation([Proposal(1, ESP, b"\x00\x00\x00\x01", [t])])
     with pytest.raises(NoProposalChosen):
-        select(offer, parse_proposals("aes128-sha1"))
+        select(offer, parse_proposals("aes128-sha1"), LOWER)
 
 
 def test_pfs_required_but_absent():
     with pytest.raises(NoProposalChosen):
-        select(offer_of("aes128-sha256"), parse_proposals("aes128-sha256-modp2048"))
+        select(offer_of("aes128-sha256"), parse_proposals("aes128-sha256-modp2048"), LOWER)
     with pytest.raises(NoProposalChosen):  # different group
-        select(offer_of("aes128-sha256-ecp256"), parse_proposals("aes128-sha256-modp2048"))
+        select(offer_of("aes128-sha256-ecp256"), parse_proposals("aes128-sha256-modp2048"), LOWER)
     with pytest.raises(NoProposalChosen):  # PFS offered, we do not do it
-        select(offer_of("aes128-sha256-modp2048"), parse_proposals("aes128-sha256"))
+        select(offer_of("aes128-sha256-modp2048"), parse_proposals("aes128-sha256"), LOWER)
 
 
 def test_nothing_acceptable():
     with pytest.raises(NoProposalChosen) as ei:
-        select(offer_of("3des-sha1,aes128-sha1"), parse_proposals("aes256gcm16"))
+        select(offer_of("3des-sha1,aes128-sha1"), parse_proposals("aes256gcm16"), LOWER)
     assert ei.value.notify == NotifyType.NO_PROPOSAL_CHOSEN
 
 
 def test_mode_mismatch():
     offer = offer_of("aes128-sha1", mode=EncapsulationMode.TUNNEL)
     with pytest.raises(NoProposalChosen):
-        select(offer, parse_proposals("aes128-sha1"))
-    assert select(offer, parse_proposals("aes128-sha1", mode=EncapsulationMode.TUNNEL))
+        select(offer, parse_proposals("aes128-sha1"), LOWER)
+    assert select(offer, parse_proposals("aes128-sha1", mode=EncapsulationMode.TUNNEL), LOWER)
 
 
 def test_lifetime_lowering():
     offer = offer_of("aes128-sha1", lifetime_seconds=86400, lifetime_kilobytes=100000)
     local = parse_proposals("aes128-sha1", lifetime_seconds=3600, lifetime_kilobytes=50000)
-    sel = select(offer, local)
+    sel = select(offer, local, LOWER)
     assert (sel.life_seconds, sel.life_kilobytes) == (3600, 50000)
     assert sel.lowered and sel.responder_lifetime and sel.optimistic
     rt_attrs = sel.chosen[0].reply_transform.attributes
@@ -228,8 +232,36 @@ def test_lifetime_lowering():
     assert is_optimistic(offer, ans)
 
 
+def test_lifetime_echo_capability_keeps_the_offered_transform():
+    # IKEv1 (RFC 2409 §5.5): the responder must not change attributes. The answer echoes
+    # the offered durations, the SA lives no longer than the local maximum and the
+    # shorter lifetime goes out as RESPONDER-LIFETIME (RFC 2407 §4.6.3.1).
+    offer = offer_of("aes128-sha1", lifetime_seconds=7200, lifetime_kilobytes=100000)
+    sel = select(offer, parse_proposals("aes128-sha1", lifetime_seconds=3600,
+                                        lifetime_kilobytes=50000), ECHO)
+    assert sel.chosen[0].reply_transform == offer.proposals[0].transforms[0]
+    assert sel.life_seconds == 3600 and sel.life_kilobytes == 50000
+    assert not sel.lowered and sel.responder_lifetime
+    (n,) = sel.responder_lifetime_notifications(RSPIS)
+    assert n.notify_type == NotifyType.RESPONDER_LIFETIME
+    assert [a.int_value for a in decode_attributes(n.data)] == [1, 3600, 2, 50000]
+    ans = roundtrip(sel.reply_sa(RSPIS))
+    v = validate_answer(offer, ans)
+    assert v.optimistic and not v.lowered and v.life_seconds == 7200
+    # the same offer under KINK's capability is answered with lowered durations
+    low = select(offer, parse_proposals("aes128-sha1", lifetime_seconds=3600,
+                                        lifetime_kilobytes=50000), LOWER)
+    assert low.lowered and low.chosen[0].reply_transform != offer.proposals[0].transforms[0]
+
+
+def test_lifetime_echo_without_shorter_local_lifetime_sends_no_notify():
+    offer = offer_of("aes128-sha1", lifetime_seconds=600)
+    sel = select(offer, parse_proposals("aes128-sha1", lifetime_seconds=3600), ECHO)
+    assert sel.life_seconds == 600 and not sel.lowered and not sel.responder_lifetime
+
+
 def test_lifetime_not_lowered_when_local_longer():
-    sel = select(offer_of("aes128-sha1", lifetime_seconds=3600), parse_proposals("aes128-sha1"))
+    sel = select(offer_of("aes128-sha1", lifetime_seconds=3600), parse_proposals("aes128-sha1"), LOWER)
     assert sel.life_seconds == 3600 and not sel.lowered and not sel.responder_lifetime
 
 
@@ -237,14 +269,14 @@ def test_lifetime_default_not_expressible():
     # offer without any lifetime attribute: RFC 2407 default 28800 s; we want
     # less but cannot lower an absent attribute -> RESPONDER-LIFETIME needed
     offer = offer_of("aes128-sha1", lifetime_seconds=None)
-    sel = select(offer, parse_proposals("aes128-sha1", lifetime_seconds=600))
+    sel = select(offer, parse_proposals("aes128-sha1", lifetime_seconds=600), LOWER)
     assert sel.life_seconds == 600 and not sel.lowered and sel.responder_lifetime
     assert sel.chosen[0].reply_transform == offer.proposals[0].transforms[0]
 
 
 def test_raised_lifetime_rejected_by_initiator():
     offer = offer_of("aes128-sha1", lifetime_seconds=3600)
-    ans = select(offer, parse_proposals("aes128-sha1")).reply_sa(RSPIS)
+    ans = select(offer, parse_proposals("aes128-sha1"), LOWER).reply_sa(RSPIS)
     ans.proposals[0].transforms[0].attributes[1] = Attribute(2, 7200)
     with pytest.raises(NoProposalChosen):
         validate_answer(offer, ans)
@@ -253,7 +285,7 @@ def test_raised_lifetime_rejected_by_initiator():
 
 def test_tv_tlv_re_encoding_is_not_a_change():
     offer = offer_of("aes128-sha1", lifetime_seconds=3600)
-    ans = select(offer, parse_proposals("aes128-sha1")).reply_sa(RSPIS)
+    ans = select(offer, parse_proposals("aes128-sha1"), LOWER).reply_sa(RSPIS)
     ans.proposals[0].transforms[0].attributes[1] = Attribute(2, (3600).to_bytes(4, "big"))
     v = validate_answer(offer, ans)
     assert v.optimistic and not v.lowered
@@ -278,7 +310,7 @@ def test_and_bundle_offer_and_select():
         build_offer(Policy(BUNDLE.suites + parse_proposals("aes128-sha1").suites), SPIS)
     )
     assert [(p.number, p.protocol_id) for p in offer.proposals] == [(1, AH), (1, ESP), (2, ESP)]
-    sel = select(offer, BUNDLE)
+    sel = select(offer, BUNDLE, LOWER)
     assert sel.proposal_number == 1 and sel.protocols() == [AH, ESP] and sel.optimistic
     ans = sel.reply_sa(RSPIS)
     assert [(p.number, p.protocol_id, p.spi.hex()) for p in ans.proposals] == [
@@ -291,7 +323,7 @@ def test_and_bundle_offer_and_select():
         ESP: bytes.fromhex("33333333"),
     }
     # a responder that only does ESP skips the bundle and takes proposal 2
-    sel2 = select(offer, parse_proposals("aes128-sha1"))
+    sel2 = select(offer, parse_proposals("aes128-sha1"), LOWER)
     assert sel2.proposal_number == 2 and sel2.protocols() == [ESP] and not sel2.optimistic
 
 
@@ -305,9 +337,9 @@ def test_and_bundle_partial_match_rejected():
         )
     )
     with pytest.raises(NoProposalChosen):
-        select(offer, esp_only)
+        select(offer, esp_only, LOWER)
     # answer dropping the AH half of the bundle is not a subset of the offer
-    ans = select(offer, BUNDLE).reply_sa(RSPIS)
+    ans = select(offer, BUNDLE, LOWER).reply_sa(RSPIS)
     ans.proposals = ans.proposals[1:]
     with pytest.raises(NoProposalChosen):
         validate_answer(offer, ans)
@@ -332,7 +364,7 @@ def test_answer_syntax_errors():
         validate_answer(offer, other)
     dup = SecurityAssociation([offer.proposals[0], offer.proposals[0]])
     with pytest.raises(BadProposalSyntax):
-        select(dup, parse_proposals("aes128-sha1"))
+        select(dup, parse_proposals("aes128-sha1"), LOWER)
 
 
 def test_parse_transform_rules():
@@ -358,4 +390,4 @@ def test_unknown_attribute_makes_transform_unacceptable():
         Attribute(IpsecAttr.EXTENDED_SEQUENCE_NUMBER, 1)
     )
     with pytest.raises(NoProposalChosen):
-        select(offer, parse_proposals("aes128-sha1"))
+        select(offer, parse_proposals("aes128-sha1"), LOWER)

@@ -1,31 +1,7 @@
 """Sans-I/O KINK protocol engine (RFC 4430); see :mod:`kink.engine.api` for the contract."""
 
-from .api import (
-    Address,
-    Counters,
-    Effect,
-    Event,
-    EventKind,
-    FetchTGT,
-    FetchTicket,
-    InstallSA,
-    RemoveSA,
-    Send,
-    StateChanged,
-)
+from .api import *  # noqa: F403
+from .api import __all__ as _api_all
 from .engine import Engine
 
-__all__ = [
-    "Address",
-    "Counters",
-    "Effect",
-    "Engine",
-    "Event",
-    "EventKind",
-    "FetchTGT",
-    "FetchTicket",
-    "InstallSA",
-    "RemoveSA",
-    "Send",
-    "StateChanged",
-]
+__all__ = ["Engine", *_api_all]

@@ -31,7 +31,7 @@ plus ``next_deadline() -> float | None``, ``stats`` (a :class:`Counters`),
 ``sas()`` (SA records), ``peer_states()`` and ``export_state()`` /
 ``import_state()`` for the state file.
 
-Additions made by the engine implementation (kink/engine/engine.py):
+More entry points of the engine (kink/engine/engine.py):
 
     Engine(config, *, epoch, acceptor, rng=None, local_address=None)
         ``acceptor``: a kink.kerberos.acceptor.Acceptor (keytab keys + replay
@@ -43,17 +43,17 @@ Additions made by the engine implementation (kink/engine/engine.py):
         was sent to (used for ``dynamic`` selectors when known)
     start(now)                      initial effects: CREATE every child with start = "start"
     rekey(peer, child=None, now)    create successors of the current SAs now (operator rekey)
-    sa_meta(sa_id)                  engine-side facts of an SA (remote/initiator principal)
+    sa_meta(sa_id)                  lifecycle facts of an SA (isakmp.childsa.PairMeta)
     export_state(now, *, include_keys=False) / import_state(data, now) -> []
-        (import re-arms DPD, rekey DELETEs and pending removals; SAMeta.user_principal
-        is persisted: a user's SA is not rekeyed after a restart, Event REKEY_SKIPPED)
+        (import re-arms DPD, rekey DELETEs and pending removals; PairMeta.owner is
+        persisted: a user's SA is not rekeyed after a restart, event RekeySkipped)
     kernel_expire(spi, hard, now, *, inbound=None)   ``inbound``: whether ``spi`` is
         our inbound SPI (True), the peer's outbound one (False) or unknown (None)
     acquire(req, now)               req.peer/req.child, else req.selectors (an xfrm
         Acquire, a Selectors or a (local, remote) TrafficSelector pair) matched
         against the children; one CREATE per child in flight
     shutdown(now, delete_sas=True)  DELETEs keep retransmitting: the driver keeps
-        feeding receive/handle_timers until Event SHUTDOWN_DONE or
+        feeding receive/handle_timers until event ShutdownDone or
         ``shutdown_deadline(now)`` (None once done); outbound SAs go at once,
         inbound ones when their DELETE is answered or given up
     shutdown_deadline(now) -> float | None
@@ -71,23 +71,80 @@ Counters also used: ``dropped.<reason>`` (decode reasons from wire, ``no-ap-req`
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-Address = tuple[str, int]  # (ip literal, port)
+from isakmp.events import (
+    Address,
+    DeleteDone,
+    DeleteStarted,
+    Direction,
+    EventKind,
+    InstallSA,
+    InternalError,
+    NegotiationFailed,
+    NegotiationStarted,
+    NotifyReceived,
+    PeerAlive,
+    PeerDead,
+    RekeySkipped,
+    RemoveSA,
+    RequestRefused,
+    Role,
+    SADeleted,
+    SAEstablished,
+    SASuperseded,
+    Send,
+    ShutdownDone,
+    StateChanged,
+)
+from isakmp.plugin import PluginCapabilities
+
+__all__ = [
+    "KINK_CAPABILITIES",
+    "Address",
+    "ClockSkewCorrected",
+    "Counters",
+    "DeleteDone",
+    "DeleteStarted",
+    "Direction",
+    "Effect",
+    "Event",
+    "EventKind",
+    "FetchTGT",
+    "FetchTicket",
+    "InstallSA",
+    "InternalError",
+    "NegotiationFailed",
+    "NegotiationStarted",
+    "NotifyReceived",
+    "PeerAlive",
+    "PeerDead",
+    "PeerRebooted",
+    "RekeySkipped",
+    "RemoveSA",
+    "RequestRefused",
+    "Role",
+    "SADeleted",
+    "SAEstablished",
+    "SASuperseded",
+    "Send",
+    "ShutdownDone",
+    "StateChanged",
+    "StatusDone",
+]
+
+#: the Quick Mode variations KINK allows (RFC 4430 §3.2): an optimistic 2-way CREATE, Nr
+#: and KE optional, and the responder may lower SA lifetimes in its answer
+KINK_CAPABILITIES = PluginCapabilities(
+    optimistic_two_way=True,
+    responder_nonce_optional=True,
+    pfs=True,
+    responder_may_lower_lifetime=True,
+)
 
 
-# --- effects the driver must apply -----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """Send ``data`` as one UDP datagram to ``addr`` (from ``local`` if given)."""
-
-    data: bytes
-    addr: Address
-    local: Address | None = None
+# --- effects only KINK has: Kerberos credentials from the KDC -----------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,61 +172,51 @@ class FetchTGT:
     request_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class InstallSA:
-    """Hand one SA (one direction) to the backend. ``sa`` is an ``isakmp.sadb.SARecord``."""
-
-    sa: Any
-    direction: str  # "in" | "out"
-    replace: bool = False  # True: update an SA already installed with the same SPI
+# --- events only KINK has --------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class RemoveSA:
-    """Remove one SA direction from the backend."""
+class PeerRebooted:
+    """An authenticated message carried a new epoch of ``principal`` (RFC 4430 §3.7): the
+    peer lost its state; ``deleted`` pairs created with that principal were removed."""
 
-    sa: Any
-    direction: str  # "in" | "out"
-
-
-@dataclass(frozen=True, slots=True)
-class StateChanged:
-    """SA or epoch state changed: the driver persists ``export_state()`` (debounced)."""
-
-
-class EventKind(StrEnum):
-    NEGOTIATION_STARTED = "negotiation-started"
-    SA_ESTABLISHED = "sa-established"
-    SA_REKEYED = "sa-rekeyed"
-    SA_DELETED = "sa-deleted"
-    NEGOTIATION_FAILED = "negotiation-failed"
-    PEER_REBOOTED = "peer-rebooted"
-    PEER_DEAD = "peer-dead"
-    PEER_ALIVE = "peer-alive"
-    CLOCK_SKEW_CORRECTED = "clock-skew-corrected"
-    REQUEST_REFUSED = "request-refused"  # we refused a peer's command (policy, proposal ...)
-    NOTIFY_RECEIVED = "notify-received"
-    DELETE_DONE = "delete-done"
-    STATUS_DONE = "status-done"
-    REKEY_SKIPPED = "rekey-skipped"  # a user's SA after a restart: left to expire
-    SHUTDOWN_DONE = "shutdown-done"  # shutdown(): every DELETE answered or given up
+    kind: ClassVar[str] = EventKind.PEER_REBOOTED
+    peer: str
+    principal: str
+    old_epoch: int
+    epoch: int
+    deleted: int
+    child: ClassVar[None] = None
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
-    """Something an operator (log line), a waiting ``kinkctl`` or a metric wants to know.
+class ClockSkewCorrected:
+    """A protected KRB_AP_ERR_SKEW taught the clock offset to a peer (RFC 4430 §3.5)."""
 
-    ``fields`` never contains key material: SPIs, transform names, principals,
-    reasons. ``message`` is a one-line human description.
-    """
+    kind: ClassVar[str] = EventKind.CLOCK_SKEW_CORRECTED
+    peer: str
+    offset: float
+    previous: float
+    child: ClassVar[None] = None
 
-    kind: EventKind
-    peer: str | None
-    child: str | None = None
-    message: str = ""
-    level: str = "info"  # "debug" | "info" | "warning" | "error"
-    fields: dict[str, Any] = field(default_factory=dict)
 
+@dataclass(frozen=True, slots=True)
+class StatusDone:
+    """A STATUS we sent was answered (``epoch``) or failed (``reason``, ``detail``)."""
+
+    kind: ClassVar[str] = EventKind.STATUS_DONE
+    peer: str
+    epoch: int | None
+    reason: str = ""
+    detail: str = ""
+    child: ClassVar[None] = None
+
+
+Event = (SAEstablished | SADeleted | SASuperseded | DeleteStarted | RekeySkipped
+         | NegotiationStarted | NegotiationFailed | RequestRefused | NotifyReceived | PeerDead
+         | PeerAlive | DeleteDone | ShutdownDone | InternalError | PeerRebooted
+         | ClockSkewCorrected | StatusDone)
+EVENT_TYPES = Event.__args__
 
 Effect = Send | FetchTicket | FetchTGT | InstallSA | RemoveSA | StateChanged | Event
 

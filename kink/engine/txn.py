@@ -1,4 +1,4 @@
-"""Initiator transactions (RFC 4430 §3.3, §4).
+"""Initiator transactions as data (RFC 4430 §3.3, §4); the machinery is in ``transactions``.
 
 A :class:`Txn` is one command we initiated (CREATE, DELETE, STATUS, GETTGT)
 and everything needed to retransmit it: the XID, the ticket (the *same*
@@ -22,17 +22,27 @@ from isakmp.policy import ChildConfig
 
 from .peers import PeerState
 
-__all__ = ["Kind", "Txn", "MAX_AUTHENTICATORS"]
+__all__ = ["Kind", "Txn", "TxnState", "MAX_AUTHENTICATORS"]
 
 #: authenticators remembered per transaction (racoon2 keeps 5)
 MAX_AUTHENTICATORS = 16
 
 
 class Kind(IntEnum):
+    """The command (its KINK message type, RFC 4430 §4)."""
+
     CREATE = 1
     DELETE = 2
     STATUS = 6
     GETTGT = 4
+
+
+class TxnState(IntEnum):
+    NEW = 0  # not started
+    TGT = 1  # waiting for the peer's TGT (GETTGT, user-to-user)
+    TICKET = 2  # waiting for a service ticket (FetchTicket)
+    SENT = 3  # sent, retransmitting until answered
+    DONE = 4  # answered, failed or abandoned
 
 
 @dataclass(slots=True, eq=False)
@@ -47,7 +57,7 @@ class Txn:
     sent: list[tuple[int, int]] = field(default_factory=list)
     tries: int = 0
     started: float = 0.0
-    state: str = "new"  # new | ticket | tgt | sent | done
+    state: TxnState = TxnState.NEW
     isakmp: Any = None  # wire.IsakmpPayload or None
     force_new: bool = False
     last_error: str | None = None

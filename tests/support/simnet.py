@@ -81,7 +81,7 @@ class Node:
     up: bool = True
 
     def kinds(self) -> list[str]:
-        return [e.kind.value for e in self.events]
+        return [str(e.kind) for e in self.events]
 
 
 class SimNet:
