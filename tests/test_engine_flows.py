@@ -1,9 +1,16 @@
-"""KINK engine flows between engines on a simulated network, real KDC tickets (no mocks)."""
+"""KINK engine flows between engines on a simulated network, real Kerberos tickets (no mocks).
+
+The tickets come from the local, KDC-less realm of tests/support/localkrb.py (random keys,
+tickets made and checked with kink.kerberos) unless a test asks for the real MIT KDC of
+tests/realm.py: ``@KDC_TOO`` runs it with both ("local" and "kdc"), so that tickets from
+the real KDC and a user's kinit ccache still go through the engine.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -13,24 +20,40 @@ from isakmp.sadb import SAState
 from kink import wire
 from kink.engine import EventKind
 from kink.kerberos.credentials import Credentials
-from kink.kerberos.keytab import KeyTable
+from kink.kerberos.keytab import KeySet, KeyTable
 from kinkd.config import Timers
 from tests.conftest import KRB5_VARS
 from tests.support.events import fields, level
+from tests.support.localkrb import LocalRealm
 from tests.support.simnet import A1, A2, H1, H2, Node, SimNet, child, config, make_engine, peer
 
 
 @dataclass
 class Kit:
-    realm: object
-    c1: Credentials
-    c2: Credentials
-    kt1: KeyTable
-    kt2: KeyTable
+    """The Kerberos side of two daemons, host1 and host2 (and users' ccaches)."""
+
+    realm: Any  # LocalRealm or tests.realm.Realm: service(), user(), kinit(user, ccache)
+    c1: Any  # Credentials (or LocalCredentials) of host1's daemon
+    c2: Any
+    kt1: KeySet  # host1's service keys (a KeyTable on the real realm)
+    kt2: KeySet
+    kind: str = "local"  # "local" or "kdc"
+
+    @property
+    def kdc(self) -> bool:
+        """True when the tickets come from the real KDC."""
+        return self.kind == "kdc"
+
+    def from_ccache(self, ccache: str):
+        """User-mode credentials on a ccache made by ``realm.kinit(user, ccache)``."""
+        if self.kdc:
+            return Credentials.from_ccache(ccache)
+        return self.realm.from_ccache(ccache)
 
 
 @pytest.fixture(scope="module")
-def kit(realm):
+def kdc_kit(realm):
+    """The real MIT KDC (session ``realm``): daemon credentials from the hosts' keytabs."""
     saved = {k: os.environ.get(k) for k in KRB5_VARS}
     for k in KRB5_VARS:
         os.environ.pop(k, None)
@@ -43,6 +66,7 @@ def kit(realm):
             Credentials.from_keytab(realm.service(H2), realm.keytab(H2)),
             KeyTable(realm.keytab(H1), realm.service(H1)),
             KeyTable(realm.keytab(H2), realm.service(H2)),
+            "kdc",
         )
     finally:
         for k, v in saved.items():
@@ -50,6 +74,28 @@ def kit(realm):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def local_kit() -> Kit:
+    """A fresh local realm (its own random keys) and the two daemons' credentials."""
+    r = LocalRealm()
+    return Kit(r, r.from_keytab(r.service(H1)), r.from_keytab(r.service(H2)),
+               r.keyset(H1), r.keyset(H2), "local")
+
+
+@pytest.fixture
+def kit(request):
+    """The local realm; ``kdc`` (through ``@KDC_TOO``, i.e. indirect parametrization):
+    the real KDC. Only the latter starts the session's KDC."""
+    kind = getattr(request, "param", "local")
+    if kind == "kdc":
+        return request.getfixturevalue("kdc_kit")
+    assert kind == "local", kind
+    return local_kit()
+
+
+#: run a test with the local realm and with the real KDC
+KDC_TOO = pytest.mark.parametrize("kit", ["local", "kdc"], indirect=True)
 
 
 def real_now() -> float:
@@ -108,6 +154,7 @@ def msg_types(node: Node) -> list[int]:
 # --- CREATE -------------------------------------------------------------------------------
 
 
+@KDC_TOO
 def test_create_two_way(kit):
     net, n1, n2 = pair(kit)
     net.call(n1, "initiate", "h2", None, net.t(n1))
@@ -137,6 +184,7 @@ def test_create_three_way_non_optimistic(kit):
     no_internal_errors(n1, n2)
 
 
+@KDC_TOO
 @pytest.mark.parametrize("group", ["modp2048", "ecp256"])
 def test_create_with_pfs(kit, group):
     c = [child(proposals=(f"aes128-sha256-{group}",))]

@@ -3,7 +3,8 @@
 The responder keeps one pair per (peer, child, selectors) and initiator principal: an older
 pair it holds as responder is removed (with a best-effort DELETE) once the initiator had
 ``delete_grace`` plus a retransmission cycle to DELETE it itself. Engines on the simulated
-network of tests/support/simnet.py, real KDC tickets (no mocks).
+network of tests/support/simnet.py, real Kerberos tickets of the local realm
+(tests/support/localkrb.py; no mocks).
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ import pytest
 from isakmp.sadb import SAState
 from kink import wire
 from kink.engine import EventKind
-from kink.kerberos.credentials import Credentials
 from kinkd.config import Timers
 from tests.support.events import fields
 from tests.support.simnet import Node
-from tests.test_engine_flows import assert_paired, kit, mature, no_internal_errors, pair
+from tests.test_engine_flows import assert_paired, kdc_kit, kit, mature, no_internal_errors, pair
 
-__all__ = ["kit"]  # the module-scoped fixture, re-exported
+__all__ = ["kdc_kit", "kit"]  # the fixtures, re-exported
 
 TIMERS = Timers(retransmit=0.5, max_tries=3, delete_grace=1.0)
 #: how long the responder waits for the initiator's own DELETE (see the engine docstring)
@@ -190,7 +190,7 @@ def test_user_and_daemon_pairs_with_identical_selectors_are_not_superseded(kit, 
     cc = r.kinit("alice", f"FILE:{tmp_path}/alice.cc")
     net, n1, n2 = pair(kit, timers=TIMERS, p1={"dpd": None},
                        p2={"dpd": None, "allow_principals": (r.user("alice"),)})
-    n1.users["alice"] = Credentials.from_ccache(cc)
+    n1.users["alice"] = kit.from_ccache(cc)
     net.call(n1, "initiate", "h2", None, net.t(n1))
     net.settle(2)
     net.call(n1, "initiate", "h2", None, net.t(n1), user="alice")
@@ -213,7 +213,7 @@ def test_same_principal_pairs_resolved_by_the_initiator_keep_its_winner(kit, tmp
     for seed in (1, 2, 3, 4):
         net, n1, n2 = pair(kit, seed=seed, timers=TIMERS, p1={"dpd": None},
                            p2={"dpd": None, "allow_principals": (r.user("alice"),)})
-        n1.users["alice"] = Credentials.from_ccache(cc)
+        n1.users["alice"] = kit.from_ccache(cc)
         net.call(n1, "initiate", "h2", None, net.t(n1), user="alice")
         net.settle(2)
         net.call(n1, "initiate", "h2", None, net.t(n1), user="alice")

@@ -1,11 +1,13 @@
 """A tiny in-memory network driver for sans-I/O KINK engines (tests only).
 
-* a virtual clock (starts near the real time so KDC tickets are valid);
+* a virtual clock (starts near the real time, the KDC's, so tickets are valid);
   every node may run with its own clock offset;
 * datagrams are delivered after a random delay, and may be dropped,
   duplicated or reordered with seeded randomness, per direction;
-* FetchTicket / FetchTGT are satisfied synchronously with the real
-  ``kink.kerberos.credentials.Credentials`` (real KDC, no mocks);
+* FetchTicket / FetchTGT are satisfied synchronously by the node's credentials:
+  the real ``kink.kerberos.credentials.Credentials`` (real KDC) or the
+  ``LocalCredentials`` of tests/support/localkrb.py (tickets made in memory with
+  the same Kerberos code, no KDC); no mocks either way;
 * InstallSA / RemoveSA land in a per-node in-memory backend that refuses
   duplicates, so a test can see exactly what a kernel would hold.
 """
@@ -70,8 +72,8 @@ class Node:
     name: str
     addr: tuple[str, int]
     engine: Any
-    creds: Any  # Credentials of the daemon identity
-    users: dict[Any, Any] = field(default_factory=dict)  # user handle -> Credentials
+    creds: Any  # (Local)Credentials of the daemon identity
+    users: dict[Any, Any] = field(default_factory=dict)  # user handle -> (Local)Credentials
     offset: float = 0.0  # this node's clock error
     backend: MemoryBackend = field(default_factory=MemoryBackend)
     events: list[Event] = field(default_factory=list)
