@@ -74,11 +74,6 @@ def create_chain() -> list:
     ]
 
 
-def round_trip(chain: list) -> None:
-    first, data = isakmp.encode_payloads(chain)
-    isakmp.decode_payloads(first, data)
-
-
 def measure(seconds: float, repeat: int) -> tuple[float, int]:
     chain = create_chain()
     first, data = isakmp.encode_payloads(chain)

@@ -21,7 +21,7 @@ import os
 import socket
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.nodes import Node, free_udp_port, realm_down, realm_up
@@ -154,7 +154,6 @@ class Result:
     cpu_ini: float
     cpu_res: float
     sas: int
-    extra: dict = field(default_factory=dict)
 
     @property
     def per_s(self) -> float:

@@ -242,7 +242,6 @@ class Charon:
 
 @dataclass
 class SwanResult:
-    what: str
     n: int
     ok: int
     seconds: float
@@ -326,7 +325,7 @@ class SwanBench:
     def _pids(self) -> tuple[int, int]:
         return self.ini.proc.pid, self.res.proc.pid
 
-    def _drive(self, what: str, names: list[str], concurrency: int) -> SwanResult:
+    def _drive(self, names: list[str], concurrency: int) -> SwanResult:
         """Initiate every child name in ``names`` with ``concurrency`` blocking vici sessions."""
         lat: list[float] = []
         errors: list[str] = []
@@ -362,7 +361,7 @@ class SwanBench:
         for t in threads:
             t.join()
         seconds = time.perf_counter() - t0
-        return SwanResult(what, len(names), len(lat), seconds, cpu_seconds(pi) - ci,
+        return SwanResult(len(names), len(lat), seconds, cpu_seconds(pi) - ci,
                           cpu_seconds(pr) - cr, lat, errors[:5])
 
     def ike_child(self, n: int, concurrency: int) -> SwanResult:
@@ -370,7 +369,7 @@ class SwanBench:
         self.start(reuse_ikesa=False)
         with Session(str(self.ini.vici)) as s:  # warm-up: one setup (plugins, first packets)
             s.initiate("c", "bench")
-        return self._drive(f"ike_child.c{concurrency}", ["c"] * n, concurrency)
+        return self._drive(["c"] * n, concurrency)
 
     def child_only(self, n: int, concurrency: int) -> SwanResult:
         """n CHILD_SAs in one existing IKE_SA (fresh charons, reuse_ikesa = yes)."""
@@ -379,8 +378,7 @@ class SwanBench:
         self.start(reuse_ikesa=True)
         with Session(str(self.ini.vici)) as s:
             s.initiate("c", "bench")  # the IKE_SA (and one CHILD_SA)
-        return self._drive(f"child_only.c{concurrency}", [f"k{i}" for i in range(n)],
-                           concurrency)
+        return self._drive([f"k{i}" for i in range(n)], concurrency)
 
     def version(self) -> str:
         try:

@@ -40,7 +40,6 @@ __all__ = [
     "cipher_spec",
     "esp_keyword",
     "integrity_spec",
-    "parse_keyword",
 ]
 
 
@@ -203,12 +202,6 @@ _VARIABLE = frozenset(tid for (tid, _), s in _CIPHERS.items() if s.variable_key_
 _FIXED: Mapping[int, CipherSpec] = MappingProxyType(
     {tid: s for (tid, _), s in _CIPHERS.items() if not s.variable_key_length}
 )
-_KEYWORDS: Mapping[str, CipherSpec | IntegritySpec] = MappingProxyType(
-    {
-        **{s.keyword: s for s in _CIPHERS.values()},
-        **{s.keyword: s for s in _INTEGRITY.values() if not s.salt_bytes},
-    }
-)
 
 
 def _name(enum_cls: type, value: int) -> str:
@@ -281,33 +274,6 @@ def esp_keyword(cipher: CipherSpec | None, integrity: IntegritySpec | None) -> s
     """strongSwan-style name of an ESP/AH transform: ``aes256-sha256``, ``aes128gcm16``."""
     parts = [s.keyword for s in (cipher, integrity) if s is not None]
     return "-".join(parts) if parts else "none"
-
-
-def parse_keyword(text: str) -> tuple[CipherSpec | None, IntegritySpec | None]:
-    """Inverse of :func:`esp_keyword` (e.g. for configuration files).
-
-    ``"aes256-sha256"`` -> (AES-256-CBC, HMAC-SHA2-256); ``"aes128gcm16"`` ->
-    (AES-128-GCM-16, None); ``"sha1"`` -> (None, HMAC-SHA1). ``aesNNNgmac``
-    names the ESP NULL_AUTH_AES_GMAC cipher (use :func:`integrity_spec` for AH).
-    """
-    cipher: CipherSpec | None = None
-    integrity: IntegritySpec | None = None
-    words = [w for w in text.strip().lower().split("-") if w]
-    if not words:
-        raise UnsupportedAlgorithm(f"empty algorithm keyword {text!r}")
-    for word in words:
-        spec = _KEYWORDS.get(word)
-        if isinstance(spec, CipherSpec) and cipher is None and integrity is None:
-            cipher = spec
-        elif isinstance(spec, IntegritySpec) and integrity is None:
-            integrity = spec
-        else:
-            raise UnsupportedAlgorithm(
-                f"unknown or misplaced algorithm keyword {word!r} in {text!r}"
-            )
-    if cipher is not None and cipher.aead and integrity is not None:
-        raise UnsupportedAlgorithm(f"{cipher.keyword} is combined-mode; no integrity allowed")
-    return cipher, integrity
 
 
 def all_cipher_specs() -> tuple[CipherSpec, ...]:

@@ -93,14 +93,6 @@ class Attribute:
             return v
         return int.from_bytes(v, "big")
 
-    @property
-    def wire_length(self) -> int:
-        v = self.value
-        return 4 if isinstance(v, int) else 4 + len(v)
-
-    def type_name(self, enum_cls: type = IpsecAttr) -> str:
-        return enum_name(enum_cls, self.type)
-
     def __repr__(self) -> str:
         v = self.value
         vs = str(v) if isinstance(v, int) else f"0x{v.hex()}"

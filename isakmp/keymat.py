@@ -106,10 +106,6 @@ class KeyMaterial:
         if not isinstance(self.integrity, Secret):
             object.__setattr__(self, "integrity", Secret(self.integrity))
 
-    @property
-    def total_bytes(self) -> int:
-        return len(self.encryption) + len(self.integrity)
-
 
 def hmac_prf(hash_name: str) -> Prf:
     """IKE-style prf: ``HMAC-<hash>(key, data)`` (``"sha1"``, ``"sha256"``, ...).

@@ -136,7 +136,8 @@ _EMPTY: dict[int, object] = {}
 _MAX_TV_OCTETS = 4 * MAX_ATTRIBUTES
 _minus_af = (0x8000).__rsub__  # w -> w - 0x8000 (clears the AF bit of a TV word)
 
-# SPI sizes allowed per protocol inside a Proposal (RFC 2407 §4.6.1, isakmp.md §5)
+# SPI sizes allowed per protocol inside a Proposal (RFC 2408 §3.5, RFC 2407 §4.6.1); the
+# 16-bit IPCOMP CPI comes as 2 octets (racoon2) or as 4 with the CPI in the low 16 bits
 _SPI_SIZES = {
     ProtocolId.ISAKMP: (0, 16),
     ProtocolId.AH: (4,),
@@ -163,10 +164,6 @@ class Payload:
     def _decode(cls, ptype: int, data: bytes, off: int, end: int) -> Payload:  # pragma: no cover
         raise NotImplementedError
 
-    def encode_body(self) -> bytes:
-        """The payload body (without the 4-octet generic header)."""
-        return self._body()
-
     def encode(self, next_payload: int = 0) -> bytes:
         """The payload with its generic header."""
         try:
@@ -192,7 +189,8 @@ class Transform:
 
     Behaves like a slots dataclass with the fields ``number``,
     ``transform_id`` and ``attributes`` (positional or keyword arguments,
-    ``==`` by value, the same ``repr``). A decoded transform whose
+    ``==`` by value, the same ``repr``; ``attributes`` cannot be rebound, its
+    list is mutable). A decoded transform whose
     attributes are all basic (TV) keeps their validated wire octets and
     builds the :class:`Attribute` objects on first access of
     ``attributes``; until then it re-encodes from those octets.
@@ -210,16 +208,6 @@ class Transform:
         self._attrs = [] if attributes is None else attributes
         self._raw = b""
 
-    @classmethod
-    def _lazy(cls, number: int, transform_id: int, raw: bytes) -> Transform:
-        """A transform over ``raw``: only TV attributes, already validated."""
-        t = _new_object(cls)
-        t.number = number
-        t.transform_id = transform_id
-        t._attrs = None
-        t._raw = raw
-        return t
-
     @property
     def attributes(self) -> list[Attribute]:
         a = self._attrs
@@ -228,10 +216,6 @@ class Transform:
             flat = _TV_STRUCTS[len(raw) >> 2].unpack(raw)
             a = self._attrs = list(map(Attribute, map(_minus_af, flat[::2]), flat[1::2]))
         return a
-
-    @attributes.setter
-    def attributes(self, value: list[Attribute]) -> None:
-        self._attrs = value
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
@@ -259,12 +243,6 @@ class Transform:
         self.number, self.transform_id, self._attrs = state
         self._raw = b""
 
-    def attribute(self, attr_type: int) -> Attribute | None:
-        for a in self.attributes:
-            if a.type == attr_type:
-                return a
-        return None
-
 
 _new_object = object.__new__
 
@@ -280,10 +258,6 @@ class Proposal:
     protocol_id: int
     spi: bytes
     transforms: list[Transform] = field(default_factory=list)
-
-    @property
-    def spi_int(self) -> int:
-        return int.from_bytes(self.spi, "big")
 
 
 def _transform_error(

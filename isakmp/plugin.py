@@ -68,12 +68,12 @@ class StaticKeySource:
 
 @dataclass(frozen=True, slots=True)
 class PluginCapabilities:
-    """Quick Mode variations the key exchange's protocol permits."""
+    """Quick Mode variations of the key exchange that framework code consults (a key
+    exchange adds a field when framework code needs to know)."""
 
-    optimistic_two_way: bool = False  # KINK: responder may answer without Nr/ACK
-    responder_nonce_optional: bool = False  # KINK: Nr optional; IKE: mandatory
-    pfs: bool = False  # KE / Group Description supported
-    responder_may_lower_lifetime: bool = False  # KINK §3.2; IKE: echo + RESPONDER-LIFETIME
+    #: the responder's answer may carry lowered SA lifetimes (KINK, RFC 4430 §3.2); False:
+    #: echo the offer and announce a shorter lifetime with RESPONDER-LIFETIME (IKEv1)
+    responder_may_lower_lifetime: bool = False
 
 
 @runtime_checkable

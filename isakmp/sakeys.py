@@ -47,14 +47,6 @@ class SAKeys:
     to_initiator: KeyMaterial
     to_responder: KeyMaterial
 
-    def initiator_view(self) -> tuple[KeyMaterial, KeyMaterial]:
-        """(keys_in, keys_out) as the initiator installs them."""
-        return self.to_initiator, self.to_responder
-
-    def responder_view(self) -> tuple[KeyMaterial, KeyMaterial]:
-        """(keys_in, keys_out) as the responder installs them."""
-        return self.to_responder, self.to_initiator
-
 
 def negotiated_transform(chosen: ChosenTransform) -> Transform:
     """The keyable algorithms of a chosen transform (UnsupportedAlgorithm if none)."""

@@ -7,18 +7,16 @@ user-to-user); its children are the framework's ``isakmp.policy.ChildConfig``.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from isakmp.policy import ChildConfig
 from isakmp.timers import Backoff
+from kink.wire import KINK_PORT
 
 __all__ = ["KINK_PORT", "Endpoint", "EngineConfig", "Limits", "LocalConfig", "PeerConfig",
            "Timers"]
-
-KINK_PORT = 910  # RFC 4430 §3
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +26,6 @@ class Endpoint:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    @property
-    def family(self) -> int:
-        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
 
 
 @dataclass(frozen=True, slots=True)

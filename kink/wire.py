@@ -1,13 +1,15 @@
 """KINK message codec (RFC 4430 §4), sans-I/O.
 
-Layout (kink.md §1-§4)::
+Layout (RFC 4430 §4, §4.1, §4.2)::
 
     header (16 octets): Type | MjVer/RESRVED | Length | DOI | XID |
                         NextPayload | A/RESERVED2 | CksumLen
     payloads, each starting on a 4-octet boundary (zero padding between them)
     Cksum (CksumLen octets, 4-aligned, last)
 
-Decoding runs in the stages the engine needs (kink.md §4, §7.9):
+Decoding runs in stages because the Cksum and KINK_ENCRYPT need the ticket
+session key, which only the Kerberos check of the AP-REQ/AP-REP yields
+(RFC 4430 §4, §4.2.7):
 
 1. :func:`decode` - header and outer payload chain; a KINK_ENCRYPT payload is
    kept as ciphertext (:class:`EncryptPayload`), KINK_ISAKMP keeps its inner
@@ -82,7 +84,6 @@ __all__ = [
 KINK_PORT = 910  # RFC 4430 §9 (UDP)
 KINK_VERSION = 1  # MjVer (RFC 4430 §4)
 KINK_DOI_IPSEC = 1  # the only DOI defined (RFC 4430 §4, RFC 2407)
-QM_VERSION = (1, 0)  # KINK_ISAKMP QMMaj/QMMin (RFC 4430 §4.2.6)
 HEADER_SIZE = 16
 MAX_MESSAGE_SIZE = 0xFFFF  # the Length field is 16 bits
 MAX_PAYLOADS = 32  # payloads in one chain (outer, or inside KINK_ENCRYPT)

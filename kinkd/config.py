@@ -85,7 +85,6 @@ class Config:
     peers: tuple[PeerConfig, ...] = ()
     timers: Timers = field(default_factory=Timers)
     limits: Limits = field(default_factory=Limits)
-    source: str = "<config>"
 
     def peer(self, name: str) -> PeerConfig | None:
         for p in self.peers:
@@ -313,7 +312,7 @@ def loads(text: str, file: str = "<config>", *, check_files: bool = True) -> Con
         peers.append(peer)
     if len(peers) > limits.max_peers:
         raise c.fail("daemon.limits.max_peers", f"{len(peers)} peers configured, limit is {limits.max_peers}")
-    return Config(daemon=daemon, peers=tuple(peers), timers=timers, limits=limits, source=file)
+    return Config(daemon=daemon, peers=tuple(peers), timers=timers, limits=limits)
 
 
 def load(path: str | os.PathLike, *, check_files: bool = True) -> Config:

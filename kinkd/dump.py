@@ -89,7 +89,7 @@ from kink.wire import (
     TgtRepPayload,
     TgtReqPayload,
 )
-from kinkd.pcap import PcapError, ReadStats, UdpDatagram, read_udp
+from kinkd.pcap import PcapError, UdpDatagram, read_udp
 
 __all__ = ["Report", "MessageInfo", "SAInfo", "analyze", "load_keys", "main", "render_text",
            "render_json"]
@@ -777,9 +777,8 @@ def _read_all(paths: Sequence[str], port: int) -> tuple[list[UdpDatagram], list[
     dgs: list[UdpDatagram] = []
     errors: list[str] = []
     for path in paths:
-        stats = ReadStats()
         try:
-            for dg in read_udp(path, ports={port}, stats=stats):
+            for dg in read_udp(path, ports={port}):
                 dgs.append(dg)
         except PcapError as e:
             errors.append(f"{path}: not a readable pcap/pcapng capture: {e}")

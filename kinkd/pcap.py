@@ -169,7 +169,6 @@ class ReadStats:
 
     frames: int = 0
     datagrams: int = 0  # UDP datagrams yielded (after the port filter)
-    filtered: int = 0  # UDP datagrams dropped by the port filter
     truncated: int = 0  # frames cut by the snapshot length before the datagram ended
     malformed: int = 0  # inconsistent IP/UDP headers (non-strict mode)
     non_udp: int = 0  # non-IP frames, non-UDP IP packets, undecodable IPv6 (ESP, ...)
@@ -735,7 +734,6 @@ def _udp_gen(
                 continue
             src, sport, dst, dport, payload = found
             if ports is not None and sport not in ports and dport not in ports:
-                stats.filtered += 1
                 continue
             stats.datagrams += 1
             yield UdpDatagram(frame.number, frame.time, src, sport, dst, dport, payload)

@@ -75,7 +75,7 @@ class Node:
         self.addr = addr
         cfg = _config(realm, host, addr, peer, peer_addr, proposals)
         self.creds = Credentials.from_keytab(realm.service(host), realm.keytab(host))
-        acc = Acceptor(KeyTable(realm.keytab(host), realm.service(host)), ReplayCache())
+        acc = Acceptor(KeyTable(realm.keytab(host), realm.service(host)), ReplayCache(start_time=0))
         self.engine = Engine(cfg, epoch=int(time.time()) - 100, acceptor=acc,
                              rng=random.Random(host + addr), local_address=addr)
 

@@ -99,15 +99,16 @@ def test_attribute_errors():
 
 # --- SA / proposals / transforms ---------------------------------------------------
 
-SPEC_SA = (
+# hand-built from the RFC 2408 §3.4-§3.6 layouts with IPsec DOI attributes (RFC 2407 §4.5)
+EXAMPLE_SA = (
     "0a000034 00000001 00000001"  # SA hdr (NP nonce, len 52), DOI 1, SIT 1
     "00000028 01030401 12345678"  # proposal #1 ESP, SPI size 4, 1 transform
     "0000001c 010c0000 80010001 80027080 80040002 80060080 80050002"
 )
 
 
-def test_sa_vector_from_spec():
-    [sa, nonce] = rt(1, SPEC_SA + "00000014" + bytes(range(16)).hex())
+def test_sa_example_vector():
+    [sa, nonce] = rt(1, EXAMPLE_SA + "00000014" + bytes(range(16)).hex())
     assert isinstance(sa, SecurityAssociation)
     assert sa.doi == 1 and sa.situation == 1 and sa.labeled_situation == b""
     [p] = sa.proposals

@@ -22,6 +22,7 @@ from isakmp.keymat import (
     split,
 )
 from isakmp.plugin import KeySource, StaticKeySource
+from isakmp.proposals import parse_proposal
 from isakmp.secret import Secret
 
 # --- independent reference computations -----------------------------------------
@@ -76,7 +77,7 @@ def _dk_prf_key(key: bytes) -> bytes:
 
 
 def aes_sha1_prf_literal(key: bytes, data: bytes) -> bytes:
-    """keys.md §3.2 literal reading: AES-CTS over the full 20-octet SHA-1."""
+    """Literal RFC 3961 §5.3 reading (m = 1, racoon2): AES-CTS over the full 20-octet SHA-1."""
     kp = _dk_prf_key(key)
     h = hashlib.sha1(data).digest()
     c1 = _aes_block(kp, h[:16])
@@ -85,7 +86,7 @@ def aes_sha1_prf_literal(key: bytes, data: bytes) -> bytes:
 
 
 def aes_sha1_prf_library(key: bytes, data: bytes) -> bytes:
-    """keys.md §3.2 MIT/Heimdal reading: one AES block over SHA-1 truncated to 16."""
+    """MIT/Heimdal ``krb5_c_prf`` reading: one AES block over SHA-1 truncated to 16."""
     return _aes_block(_dk_prf_key(key), hashlib.sha1(data).digest()[:16])
 
 
@@ -174,7 +175,8 @@ def test_spi_differs_per_direction():
     assert a != b
 
 
-# --- keys.md §2.5 worked examples -----------------------------------------------------
+# --- worked examples (derived, not published vectors) ----------------------------------
+# RFC 2409 §5.5 KEYMAT from the RFC 3962 App. B iteration-1 aes128 key as session key.
 
 SESSION_128 = bytes.fromhex("42263c6e89f4fc28b8df68ee09799f15")
 NI_EX = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
@@ -188,7 +190,7 @@ def _example(prf):
     return km.encryption.reveal_hex(), km.integrity.reveal_hex()
 
 
-def test_local_prf_key_matches_keys_md_section8():
+def test_local_prf_key_matches_derived_value():
     assert _dk_prf_key(SESSION_128).hex() == "35c2d50356823368668be794012f9eab"
 
 
@@ -249,7 +251,8 @@ def _esp(tid, bits=None, auth=None):
 E = EspTransformId
 AA = AuthAlgorithm
 
-# keys.md §2.4 table: (cipher, key bits, auth) -> (encryption octets, integrity octets)
+# KEYMAT split (RFC 2409 leaves it to the IPsec service; racoon2 and libreswan take the
+# encryption key first): (cipher, key bits, auth) -> (encryption octets, integrity octets)
 SPLIT_TABLE = [
     ((E.ESP_3DES, None, AA.HMAC_SHA), 24, 20),
     ((E.ESP_AES_CBC, 128, AA.HMAC_SHA), 16, 20),
@@ -283,7 +286,6 @@ def test_split_per_algorithm(args, enc, integ):
     assert isinstance(km.encryption, Secret) and isinstance(km.integrity, Secret)
     assert bytes(km.encryption) == km_bytes[:enc]  # encryption key (+ salt) first
     assert bytes(km.integrity) == km_bytes[enc : enc + integ]  # then integrity key
-    assert km.total_bytes == enc + integ
     assert "00010203" not in repr(km)
 
 
@@ -365,19 +367,42 @@ def test_catalogue_names():
         assert (s.xfrm_name, s.icv_bits, s.key_bytes, s.keyword) == (xfrm, icv, octets, kw)
 
 
+def _parsed(text: str, protocol: str = "esp"):
+    """The catalogue entries of a one-transform proposal parsed by isakmp.proposals."""
+    [pp] = parse_proposal(text, protocol).protocols
+    [t] = pp.transforms
+    if protocol == "ah":
+        return None, alg.ah_integrity_spec(t.transform_id, t.auth)
+    c = alg.cipher_spec(t.transform_id, t.key_length)
+    return c, None if t.auth is None else alg.integrity_spec(t.auth)
+
+
 def test_keywords_round_trip():
+    # esp_keyword (the display name) and the proposal parser agree on the keywords
     c, i = _esp(E.ESP_AES_CBC, 256, AA.HMAC_SHA2_256)
     assert alg.esp_keyword(c, i) == "aes256-sha256"
-    assert alg.parse_keyword("aes256-sha256") == (c, i)
+    assert _parsed("aes256-sha256") == (c, i)
     g = alg.cipher_spec(E.ESP_AES_GCM_16, 128)
     assert alg.esp_keyword(g, None) == "aes128gcm16"
-    assert alg.parse_keyword("AES128GCM16") == (g, None)
-    assert alg.parse_keyword("sha1") == (None, alg.integrity_spec(AA.HMAC_SHA))
+    assert _parsed("AES128GCM16") == (g, None)
+    assert _parsed("sha1", "ah") == (None, alg.integrity_spec(AA.HMAC_SHA))
     for s in alg.all_cipher_specs():
-        assert alg.parse_keyword(s.keyword) == (s, None)
-    for bad in ("", "aes128gcm16-sha1", "sha1-aes128", "bogus", "aes128-aes256"):
-        with pytest.raises(alg.UnsupportedAlgorithm):
-            alg.parse_keyword(bad)
+        if s.transform_id == E.ESP_NULL_AUTH_AES_GMAC:
+            continue  # aesNNNgmac: not accepted by the proposal parser
+        if s.transform_id == E.ESP_NULL:
+            assert _parsed("null-sha1") == (s, alg.integrity_spec(AA.HMAC_SHA))
+        else:
+            assert _parsed(s.keyword) == (s, None)
+    for s in alg.all_integrity_specs():
+        if s.salt_bytes:
+            continue  # AES-GMAC as integrity is AH-only and has no keyword here
+        assert _parsed(f"aes128-{s.keyword}") == (alg.cipher_spec(E.ESP_AES_CBC, 128), s)
+    for bad in ("", "aes128gcm16-sha1", "sha1-aes128", "bogus"):
+        with pytest.raises(ValueError):
+            parse_proposal(bad)
+    # unlike a display name, a proposal may list several ciphers: one transform each
+    [pp] = parse_proposal("aes128-aes256").protocols
+    assert [t.key_length for t in pp.transforms] == [128, 256]
 
 
 def test_lookup_errors_are_typed():

@@ -1,5 +1,9 @@
-"""Tests of kink.kerberos.crypto against every published vector in the spec
-folder, the derived illustrations of keys.md §2.5 / §8, and property tests."""
+"""Tests of kink.kerberos.crypto against published vectors (RFC 3961 App. A.1,
+RFC 3962 App. B, RFC 8009 App. A, RFC 2202 / RFC 4231 HMAC, and AES-SHA1 vectors
+from the MIT krb5 / Heimdal test suites) read from JSON files outside the
+repository (see ``_vectors_dir``; skipped when absent), against derived KINK
+key illustrations (RFC 3961 §5.3 / RFC 8009 §5 with the KINK key usages 39/40
+of RFC 4430 §8; computed, not published), and property tests."""
 
 from __future__ import annotations
 
@@ -112,7 +116,7 @@ def test_nfold_vectors(v):
     assert nfold(data, v["n_bits"] // 8).hex() == v["output_hex"]
 
 
-def test_nfold_keys_md_examples():
+def test_nfold_rfc3961_a1_examples():
     assert nfold(b"012345", 8).hex() == "be072631276b1955"
     assert nfold(b"kerberos", 16).hex() == "6b65726265726f737b9b5b2b93132b93"
 
@@ -291,7 +295,8 @@ def test_rfc8009_prf(v):
 
 
 # ---------------------------------------------------------------------------
-# keys.md derived illustrations (§2.5, §8): computed, not published vectors
+# Derived KINK key illustrations (RFC 3961 §5.3 / RFC 8009 §5, usages 39/40 of
+# RFC 4430 §8; KEYMAT per RFC 2409 §5.5): computed, not published vectors
 
 K17 = h("42263c6e89f4fc28b8df68ee09799f15")
 K18 = h("fe697b52bc0d3ce14432ba036a92e65bbb52280990a2fa27883998d72af30161")
@@ -299,7 +304,7 @@ K19 = h("3705d96080c17728a0e800eab6e0d23c")
 K20 = h("6d404d37faf79f9df0d33568d320669800eb4836472ea8a026d16b7182460c52")
 BASE_KEYS = {17: K17, 18: K18, 19: K19, 20: K20}
 
-KEYS_MD_DERIVED = {
+DERIVED_KINK_KEYS = {
     17: (
         "ab1ef7d4fbb31cd2866db63966370576",
         "38a5dec38051314df5fbc155e334fc7e",
@@ -322,7 +327,7 @@ KEYS_MD_DERIVED = {
     ),
 }
 
-KEYS_MD_CKSUM_40 = {
+DERIVED_CKSUM_40 = {
     17: "d519447ff229681789028a6b",
     18: "72c7aa3b3ae2ca22844bf18d",
     19: "c3a974fc3825df50398f8576cba7da9e",
@@ -338,23 +343,23 @@ KINK_ENCRYPT_CT = {
 
 
 @pytest.mark.parametrize("etype", SUPPORTED_ENCTYPES)
-def test_keys_md_derived_kink_keys(etype):
+def test_derived_kink_keys(etype):
     p = profile(etype)
     kc40 = p.derive_keys(BASE_KEYS[etype], 40).kc
     ke39 = p.derive_keys(BASE_KEYS[etype], 39).ke
     ki39 = p.derive_keys(BASE_KEYS[etype], 39).ki
-    exp_kc, exp_ke, exp_ki = KEYS_MD_DERIVED[etype]
+    exp_kc, exp_ke, exp_ki = DERIVED_KINK_KEYS[etype]
     assert kc40.reveal_hex() == exp_kc
     assert ke39.reveal_hex() == exp_ke
     assert ki39.reveal_hex() == exp_ki
-    # Usage constants as written in keys.md §4.3 (simplified profile only).
+    # Usage constants of RFC 3961 §5.3: usage | 0xAA (Ke), 0x55 (Ki), 0x99 (Kc).
     if etype in (17, 18):
         assert dk(BASE_KEYS[etype], h("00000027aa")).reveal_hex() == exp_ke
         assert dk(BASE_KEYS[etype], h("0000002755")).reveal_hex() == exp_ki
         assert dk(BASE_KEYS[etype], h("0000002899")).reveal_hex() == exp_kc
 
 
-def test_keys_md_prf_keys():
+def test_derived_prf_keys():
     assert profile(17).prf_key(K17).reveal_hex() == "35c2d50356823368668be794012f9eab"
     assert (
         profile(18).prf_key(K18).reveal_hex()
@@ -363,16 +368,16 @@ def test_keys_md_prf_keys():
 
 
 @pytest.mark.parametrize("etype", SUPPORTED_ENCTYPES)
-def test_keys_md_kink_cksum(etype):
+def test_derived_kink_cksum(etype):
     p = profile(etype)
     data = bytes(range(16))
     mic = p.checksum(BASE_KEYS[etype], 40, data)
-    assert mic.hex() == KEYS_MD_CKSUM_40[etype]
+    assert mic.hex() == DERIVED_CKSUM_40[etype]
     p.verify(BASE_KEYS[etype], 40, data, mic)
 
 
 @pytest.mark.parametrize("etype", sorted(KINK_ENCRYPT_CT))
-def test_keys_md_kink_encrypt(etype):
+def test_derived_kink_encrypt(etype):
     p = profile(etype)
     ct = p.encrypt(BASE_KEYS[etype], 39, KINK_ENCRYPT_PT, confounder=KINK_ENCRYPT_CONF)
     assert ct.hex() == KINK_ENCRYPT_CT[etype]
@@ -393,7 +398,7 @@ def _keymat(prf, key: bytes, seed: bytes, n: int) -> bytes:
 KEYMAT_SEED = h("0300001234000102030405060708090a0b0c0d0e0f")
 
 
-def test_keys_md_keymat_aes128_sha1_both_readings():
+def test_keymat_example_aes128_sha1_both_readings():
     literal = _keymat(prf_for(17, "rfc3961"), K17, KEYMAT_SEED, 36)
     library = _keymat(prf_for(17, "library"), K17, KEYMAT_SEED, 36)
     assert literal.hex() == (
@@ -402,8 +407,9 @@ def test_keys_md_keymat_aes128_sha1_both_readings():
     assert library.hex() == (
         "41a5e63fc25a5104101f263fc26859dc3cebb227426fc782388740d2e43568ef22b44376"
     )
-    # keys.md §3.2: the first library block is AES(Kp, P1); the literal
-    # block carries its first 4 octets at positions 16-19.
+    # The two AES-SHA1 PRF readings: the first library (MIT/Heimdal) block is
+    # AES(Kp, P1); the literal RFC 3961 §5.3 block (racoon2) carries its first
+    # 4 octets at positions 16-19.
     assert literal[16:20] == library[:4]
     assert prf_rfc3961_literal(K17, KEYMAT_SEED) == profile(17).prf_literal(K17, KEYMAT_SEED)
     assert len(prf_rfc3961_literal(K17, KEYMAT_SEED)) == 20
@@ -416,12 +422,12 @@ def test_keys_md_keymat_aes128_sha1_both_readings():
         (20, "663fb56120eba223ea8c88dc650c90bdd0a6bde7ac3ba448ff0906add209e7fb83c80500"),
     ],
 )
-def test_keys_md_keymat_sha2(etype, expected):
+def test_keymat_example_sha2(etype, expected):
     for reading in ("library", "rfc3961"):
         assert _keymat(prf_for(etype, reading), BASE_KEYS[etype], KEYMAT_SEED, 36).hex() == expected
 
 
-def test_prf_literal_formula_keys_md_3_2():
+def test_prf_literal_formula():
     # PRF = AES(Kp, AES(Kp, P1) XOR (P2 | 0^12)) | AES(Kp, P1)[0:4]
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 

@@ -1,8 +1,8 @@
 """Tests of the strict DER codec and the typed Kerberos messages.
 
-The byte vectors below were derived by hand from the ASN.1 of RFC 4120
-(see /work/shared/spec/kerberos-ap.md sections 3 and 7); each line is one TLV
-with its length worked out from the lines it contains.
+The byte vectors below were derived by hand from the ASN.1 of RFC 4120 (§5 and
+Appendix A); each line is one TLV with its length worked out from the lines it
+contains.
 """
 
 from __future__ import annotations
@@ -251,8 +251,8 @@ def test_decoded_field_types():
     assert not r.ap_options & APOptions.USE_SESSION_KEY
 
 
-def test_flag_encodings_from_spec():
-    # spec 3.1
+def test_ap_options_flag_encodings():
+    # ap-options (RFC 4120 §5.5.1) as a 32-bit KerberosFlags BIT STRING (§5.2.8)
     u2u = APReq(
         APOptions.MUTUAL_REQUIRED | APOptions.USE_SESSION_KEY, TICKET_OBJ, EncryptedData(18, b"xyz")
     )

@@ -66,7 +66,7 @@ def test_capacity_evicts_oldest_and_raises_floor():
 
 def test_bad_capacity():
     with pytest.raises(ValueError):
-        ReplayCache(capacity=0)
+        ReplayCache(capacity=0, start_time=0)
 
 
 events = st.lists(

@@ -1,6 +1,6 @@
 """Tests of the KINK message codec (kink/wire.py, RFC 4430 §4).
 
-Wire vectors are written out by hand from the RFC 4430 layouts (kink.md §1-§5);
+Wire vectors are written out by hand from the RFC 4430 layouts (§4, §4.2, §6);
 every Cksum in them is computed here, independently of the codec, with
 ``crypto.profile(etype).checksum(key, 40, covered)`` over the header patched
 as RFC 4430 §4 says (Length = offset of the Cksum, CksumLen = 0).
@@ -38,7 +38,7 @@ from kink.wire import (
     verify_checksum,
 )
 
-# keys.md §8 base keys
+# Session keys: the RFC 3962 App. B (17, 18) and RFC 8009 App. A (19, 20) keys
 K17 = bytes.fromhex("42263c6e89f4fc28b8df68ee09799f15")
 K18 = bytes.fromhex("fe697b52bc0d3ce14432ba036a92e65bbb52280990a2fa27883998d72af30161")
 K19 = bytes.fromhex("3705d96080c17728a0e800eab6e0d23c")
@@ -83,8 +83,9 @@ def test_enum_values():
     assert wire.KINK_PORT == 910
 
 
-def test_keys_md_section8_derived_kink_keys():
-    # keys.md §8: Kc(40), Ke(39), Ki(39) and the usage-40 checksum over 00..0f.
+def test_derived_kink_keys():
+    # Kc(40), Ke(39), Ki(39) (RFC 3961 §5.3, usages of RFC 4430 §8) and the usage-40
+    # checksum over 00..0f: derived illustrations, not published vectors.
     p = crypto.profile(17)
     kc, ke, ki = p.derive_keys(K17, 40)
     assert bytes(kc).hex() == "ab1ef7d4fbb31cd2866db63966370576"
@@ -104,7 +105,7 @@ def test_keys_md_section8_derived_kink_keys():
 NONCE_CHAIN = h("0000000c 0102030405060708")  # ISAKMP Nonce (type 10), 8 octets
 DELETE_CHAIN = h("00000010 00000001 03 04 0001 00001234")  # ISAKMP D: DOI 1, ESP, SPI 0x1234
 
-# ACK, per the byte skeleton of kink.md §5 (AES-SHA1 key, CksumLen 12).
+# ACK: KINK_AP_REQ and Cksum only (RFC 4430 §6.2; AES-SHA1 key, CksumLen 12).
 ACK_COVERED = h(
     "05 10 0020 00000001 01020304 01 00 0000"  # ACK, v1, L0=32, DOI 1, XID, NP=AP_REQ, A=0, CksumLen=0
     "00 00 000d 7fffffff 6e03020105 000000"  # KINK_AP_REQ len 13, EPOCH, AP-REQ, 3 pad
@@ -136,7 +137,8 @@ REPLY_TGT_REP = h("03 10 001a 00000001 00000063 05 00 0000  00 00 000a 610430020
 REPLY_KRB_ERROR = h("03 10 0019 00000001 00000063 03 00 0000  00 00 0009 7e03020105")
 REPLY_ERROR = h("03 10 0018 00000001 00000063 08 00 0000  00 00 0008 00000007")
 
-# keys.md §8 KINK_ENCRYPT illustration inside a REPLY (aes128-sha1, 40 octets).
+# KINK_ENCRYPT (usage 39, RFC 4430 §4.2.7) inside a REPLY, a derived illustration
+# (aes128-sha1, 40 octets).
 ENC17 = h("c82b46eb73e64900fc9561b57aaeeb3358cf6e27350f738bc4882003ddaed5a82837568f0d030a2b")
 ENC19 = h(
     "f7fef5c1be2ab6c9998d4d5e747ed04374326a32c0fd64acb8e453fb7575df9592f73a46c71ba8ede877987f"
@@ -148,7 +150,7 @@ REPLY_ENC_COVERED = h(
 )
 
 
-def test_ack_vector_kink_md_section5():
+def test_ack_vector():
     wire_bytes = with_cksum(17, K17, ACK_COVERED)
     assert wire_bytes[:16] == h("05 10 002c 00000001 01020304 01 00 000c")
     assert len(wire_bytes) == 44
@@ -252,7 +254,7 @@ def test_error_payload_codes():
     assert decode(encode(3, 1, [ErrorPayload(0xFFFFFFFF)])).payloads == [ErrorPayload(0xFFFFFFFF)]
 
 
-def test_keys_md_kink_encrypt_vector_aes128_sha1():
+def test_kink_encrypt_vector_aes128_sha1():
     wire_bytes = with_cksum(17, K17, REPLY_ENC_COVERED)
     out = encode(
         MessageType.REPLY, 7, [ApRepPayload(5, AP_REP), ErrorPayload(ErrorCode.PROTOERR)],
@@ -270,7 +272,7 @@ def test_keys_md_kink_encrypt_vector_aes128_sha1():
     assert pt == h("08000000 00000008 00000001")
 
 
-def test_keys_md_kink_encrypt_vector_aes128_sha256():
+def test_kink_encrypt_vector_aes128_sha256():
     out = encode(
         MessageType.REPLY, 7, [ApRepPayload(5, AP_REP), ErrorPayload(1)],
         key=(19, K19), encrypt_from=1, confounder=CONF,

@@ -117,7 +117,6 @@ class NetlinkMessage:
 class Attribute:
     type: int  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
     value: bytes
-    nested: bool = False
 
 
 def parse_messages(data: bytes) -> list[NetlinkMessage]:
@@ -149,13 +148,7 @@ def parse_attributes(data: bytes, *, limit: int = MAX_ATTRIBUTES) -> list[Attrib
             raise NetlinkDecodeError(f"bad nla_len {length} at offset {off} ({end - off} left)")
         if len(out) >= limit:
             raise NetlinkDecodeError(f"more than {limit} attributes")
-        out.append(
-            Attribute(
-                atype & NLA_TYPE_MASK,
-                bytes(data[off + _NLA.size : off + length]),
-                bool(atype & NLA_F_NESTED),
-            )
-        )
+        out.append(Attribute(atype & NLA_TYPE_MASK, bytes(data[off + _NLA.size : off + length])))
         off += _align(length)
     if off < end and any(data[off:end]):
         raise NetlinkDecodeError(f"{end - off} stray bytes after the attributes")

@@ -272,8 +272,6 @@ class Selector:
     ifindex: int = 0
     user: int = 0
 
-    SIZE = 56
-
     @classmethod
     def between(
         cls,
@@ -490,8 +488,6 @@ class Template:
     ealgos: int = ALL_ALGOS
     calgos: int = ALL_ALGOS
 
-    SIZE = 64
-
     def pack(self) -> bytes:
         xid = _ID.pack(_pack_addr(self.daddr), self.spi.to_bytes(4, "big"), self.proto)
         return _TMPL.pack(
@@ -558,9 +554,6 @@ class SAInfo:
     flags: int = 0
     algorithms: tuple[Algorithm, ...] = ()
     esn_window: int | None = None  # XFRMA_REPLAY_ESN_VAL window (ESN SAs)
-
-    def algorithm(self, kind: str) -> Algorithm | None:
-        return next((a for a in self.algorithms if a.kind == kind), None)
 
 
 def encode_usersa_info(sa: SAInfo) -> bytes:
@@ -1178,7 +1171,6 @@ class XfrmBackend:
         self._acquire_handler: Callable[[AcquireRequest], None] | None = None
         self._expire_handler: Callable[[ProtocolId, int, bool, ExpiryKind], None] | None = None
         self.decode_errors = 0
-        self.last_decode_error: str = ""
 
     def close(self) -> None:
         self.nl.close()
@@ -1550,7 +1542,6 @@ class XfrmBackend:
 
     def _decode_failed(self, exc: Exception) -> None:
         self.decode_errors += 1
-        self.last_decode_error = str(exc)
 
     def _acquire_request(self, acq: Acquire) -> AcquireRequest:
         owner = self._reqid_owner.get(acq.reqid or 0)

@@ -134,14 +134,10 @@ __all__ = [
     "StatusDone",
 ]
 
-#: the Quick Mode variations KINK allows (RFC 4430 §3.2): an optimistic 2-way CREATE, Nr
-#: and KE optional, and the responder may lower SA lifetimes in its answer
-KINK_CAPABILITIES = PluginCapabilities(
-    optimistic_two_way=True,
-    responder_nonce_optional=True,
-    pfs=True,
-    responder_may_lower_lifetime=True,
-)
+#: what the framework needs to know of KINK's Quick Mode (RFC 4430 §3.2): the responder may
+#: lower SA lifetimes in its answer (the optimistic 2-way CREATE, optional Nr and KE are the
+#: engine's own business, ``create``)
+KINK_CAPABILITIES = PluginCapabilities(responder_may_lower_lifetime=True)
 
 
 # --- effects only KINK has: Kerberos credentials from the KDC -----------------------------

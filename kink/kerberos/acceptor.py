@@ -2,7 +2,7 @@
 
 :class:`Acceptor` performs the checks of RFC 4120 §3.2.3 on a raw AP-REQ and
 returns an :class:`AcceptedRequest` carrying the **ticket session key** (the
-only key KINK uses, keys.md §1). Authenticator subkeys and checksums (e.g.
+only key KINK uses, RFC 4430 §7). Authenticator subkeys and checksums (e.g.
 the 0x8003 checksum of GSS-made AP-REQs) are ignored.
 
 Order of the checks (error code):
@@ -11,7 +11,7 @@ Order of the checks (error code):
 2. service key: ``use-session-key`` set -> one of our TGT session keys
    (none at all: 67 KRB_AP_ERR_NO_TGT; ticket for another principal:
    35 NOT_US; none decrypts: 31 with ``error.user_to_user`` True, the engine
-   answers with KINK_TGT_REP, kink.md §7.1); otherwise the keytab: ticket
+   answers with KINK_TGT_REP, RFC 4430 §3.7.1); otherwise the keytab: ticket
    for a principal we have no key for 35 NOT_US, not with that etype 45
    NOKEY, not with that kvno 44 BADKEYVER;
 3. decrypt ticket (usage 2) and authenticator (usage 11) [31 BAD_INTEGRITY];
@@ -29,12 +29,11 @@ Every refusal raises :class:`AcceptError` (an ``APError``) whose ``code`` is
 the Kerberos error code and whose ``session_key``/``enctype`` (ticket
 decrypted) and ``ctime``/``cusec`` (authenticator decrypted) are set when
 known, else ``None`` — the engine protects the KRB-ERROR with the session key
-when it has one (RFC 4430 §3.5, kink.md §7.6).
+when it has one (RFC 4430 §3.5).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -225,7 +224,7 @@ class Acceptor:
     def __init__(
         self,
         keys: KeySet | Iterable[ServiceKey] | None,
-        replay_cache: ReplayCache | None = None,
+        replay_cache: ReplayCache,
         skew: float = 300,
         *,
         tgt_keys: Iterable | Callable[[], Iterable] = (),
@@ -239,7 +238,7 @@ class Acceptor:
             keys = KeySet(keys)
         self.keys = keys
         self.skew = float(skew)
-        self.replay_cache = replay_cache if replay_cache is not None else ReplayCache(skew=skew)
+        self.replay_cache = replay_cache
         self.require_mutual = require_mutual
         self.check_addresses = check_addresses
         self.ticket_cache_size = ticket_cache_size
@@ -345,16 +344,10 @@ class Acceptor:
         cache[raw_ticket] = entry
         return entry
 
-    def forget_tickets(self) -> None:
-        """Empty the decrypted-ticket cache (e.g. after revoking a key)."""
-        self._tickets.clear()
-
     # -- the checks -----------------------------------------------------------------
 
-    def accept(self, ap_req_bytes: bytes, now: float | None = None, client_addr=None) -> AcceptedRequest:
-        """Verify a raw AP-REQ; AcceptError on refusal (see the module docstring)."""
-        if now is None:
-            now = time.time()
+    def accept(self, ap_req_bytes: bytes, now: float, client_addr=None) -> AcceptedRequest:
+        """Verify a raw AP-REQ at time ``now``; AcceptError on refusal (module docstring)."""
         try:
             opts, raw_ticket, auth_ed = _split_ap_req(ap_req_bytes)
         except DecodeError as e:
@@ -473,7 +466,7 @@ def make_krb_error(
     e_text: str | None = None,
     client: str | None = None,
 ) -> bytes:
-    """KRB-ERROR with stime/susec = ``now`` (RFC 4120 §5.9.1, kink.md §7.6).
+    """KRB-ERROR with stime/susec = ``now`` (RFC 4120 §5.9.1; RFC 4430 §3.5).
 
     ``sname``: our principal, ``"kink/host@REALM"`` or ``"kink/host"`` plus
     ``realm`` (or a PrincipalName plus ``realm``). ``ctime``/``cusec``: copy

@@ -6,11 +6,12 @@ use-session-key for a user-to-user ticket), an authenticator with crealm,
 cname, ctime, cusec (and an optional seq-number) — **no subkey and no
 checksum** — encrypted with the ticket session key, key usage 11.
 
-Every call makes a fresh authenticator (kink.md §7.8: every retransmission
-is rebuilt). (ctime, cusec) is strictly increasing across calls made within
-one second of each other, so two AP-REQs never share a (ctime, cusec) even on
-a coarse clock; the engine keeps the (ctime, cusec) of every AP-REQ of a
-transaction and passes them to :func:`verify_ap_rep`.
+Every call makes a fresh authenticator: KINK rebuilds every retransmission
+(same XID and ticket, RFC 4430), and an identical authenticator would be a
+replay (RFC 4120 §3.2.3). (ctime, cusec) is strictly increasing across calls
+made within one second of each other, so two AP-REQs never share a (ctime,
+cusec) even on a coarse clock; the engine keeps the (ctime, cusec) of every
+AP-REQ of a transaction and passes them to :func:`verify_ap_rep`.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def parse_krb_error(data: bytes) -> KrbError:
 
 
 def clock_offset_from_error(err: KrbError, sent_ctime=None, current_offset: float = 0.0) -> float:
-    """New clock offset after an *authenticated* KRB_AP_ERR_SKEW (kink.md §7.6).
+    """New clock offset after an *authenticated* KRB_AP_ERR_SKEW (RFC 4430 §3.5).
 
     ``sent_ctime``: the (ctime, cusec) of the authenticator the error answers
     (or a float); default: the ctime/cusec echoed in the error.

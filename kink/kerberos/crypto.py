@@ -24,9 +24,11 @@ of an enctype::
     p.verify(session_key, 40, data, mic)
     keymat_block = p.prf(session_key, seed)
 
-The PRF of etypes 17/18 has two incompatible readings (see keys.md §3.2):
-:meth:`Profile.prf` is what MIT/Heimdal ``krb5_c_prf`` return (16 octets),
-:func:`prf_rfc3961_literal` is the literal 20-octet reading racoon2 uses.
+The PRF of etypes 17/18 has two incompatible readings of RFC 3961 §5.3 with
+RFC 3962's parameters: :meth:`Profile.prf` is what MIT/Heimdal ``krb5_c_prf``
+return (SHA-1 truncated to one AES block, 16 octets), :func:`prf_rfc3961_literal`
+is the literal reading (m = 1: AES-CTS over all 20 octets) that racoon2 uses.
+They give different KEYMAT.
 :func:`prf_for` picks one by name.
 
 Keys are raw ``bytes`` (``isakmp.secret.Secret`` works as well). The cipher
@@ -185,19 +187,16 @@ def _aes_ecb(key: bytes) -> Cipher:
     return Cipher(algorithms.AES(key), modes.ECB())
 
 
-def dr(key: bytes, constant: bytes, nbytes: int | None = None) -> bytes:
-    """DR(key, constant) of the AES simplified profile (RFC 3961 §5.1).
-
-    ``nbytes`` defaults to the key length (k = key size for AES).
-    """
+def dr(key: bytes, constant: bytes) -> bytes:
+    """DR(key, constant) of the AES simplified profile (RFC 3961 §5.1), as many
+    octets as the key has (k = key size for AES)."""
     key = _as_bytes(key, "key")
     constant = _as_bytes(constant, "constant")
     if len(key) not in (16, 32):
         raise InvalidKeyLength(f"AES key must be 16 or 32 octets, got {len(key)}")
     if not constant or len(constant) > _BLOCK:
         raise CryptoError("DR constant must be 1..16 octets")
-    if nbytes is None:
-        nbytes = len(key)
+    nbytes = len(key)
     block = constant if len(constant) == _BLOCK else nfold(constant, _BLOCK)
     enc = _aes_ecb(key).encryptor()
     out = []
@@ -509,7 +508,6 @@ class Profile:
         "checksum_size",
         "prf_size",
         "mac_size",
-        "confounder_size",
         "block_size",
         "default_s2k_params",
         "_hash",
@@ -523,7 +521,6 @@ class Profile:
     checksum_size: int
     prf_size: int
     mac_size: int  # octets of HMAC appended to a ciphertext (h)
-    confounder_size: int
     block_size: int
     default_s2k_params: bytes
     _hash: str
@@ -547,7 +544,6 @@ class Profile:
         object.__setattr__(self, "checksum_size", checksum_size)
         object.__setattr__(self, "prf_size", prf_size)
         object.__setattr__(self, "mac_size", checksum_size)
-        object.__setattr__(self, "confounder_size", _CONFOUNDER)
         object.__setattr__(self, "block_size", _BLOCK)
         object.__setattr__(self, "default_s2k_params", default_iterations.to_bytes(4, "big"))
         object.__setattr__(self, "_hash", hash_name)
@@ -573,10 +569,6 @@ class Profile:
     def ciphertext_length(self, plaintext_length: int) -> int:
         """Length of :meth:`encrypt` output for a plaintext of that length."""
         return _CONFOUNDER + plaintext_length + self.mac_size
-
-    @property
-    def min_ciphertext_length(self) -> int:
-        return _CONFOUNDER + self.mac_size
 
     def _confounder(self, confounder) -> bytes:
         if confounder is None:
@@ -817,7 +809,7 @@ def is_supported(enctype: int) -> bool:
 
 
 def prf_rfc3961_literal(key: bytes, data: bytes, enctype: int | None = None) -> bytes:
-    """Literal RFC 3961 §5.3 PRF for etypes 17/18 (racoon2, keys.md §3.2): 20 octets.
+    """Literal RFC 3961 §5.3 PRF for etypes 17/18 (as racoon2 computes it): 20 octets.
 
     ``PRF = AES-CTS(DK(key, "prf"), SHA-1(data), zero IV)``. The etype is
     taken from the key length (16 -> 17, 32 -> 18) unless given.

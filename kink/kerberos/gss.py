@@ -11,7 +11,7 @@ an MIT GSS initiator token) and by ``kinkctl dump``.
 
 Nothing here makes a GSS token "KINK-ready": an AP-REQ produced by a GSS
 library carries an authenticator subkey and a 0x8003 checksum, which a KINK
-responder ignores (keys.md §1).
+responder ignores (it uses only the ticket session key, RFC 4430 §7).
 """
 
 from __future__ import annotations

@@ -159,10 +159,6 @@ T = TypeVar("T")
 _SEQ = 0x30
 
 
-def _c(n: int) -> int:
-    return 0xA0 | n
-
-
 def _check_pvno(r: Reader, n: int) -> None:
     v = r.ctx_int(n, INT32_MIN, INT32_MAX)
     if v != PVNO:

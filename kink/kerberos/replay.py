@@ -1,8 +1,8 @@
 """Replay cache for KINK AP-REQ authenticators (RFC 4120 §3.2.3, §10).
 
 Our own cache rather than MIT's rcache: KINK never uses GSS-API acceptor
-contexts (keys.md §1), and the MIT GSS acceptor does not refuse replays of
-mutual-authentication requests anyway.
+contexts (KINK_AP_REQ carries a raw AP-REQ, RFC 4430 §4.2.1), and the MIT GSS
+acceptor does not refuse replays of mutual-authentication requests anyway.
 
 Design
 ------
@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import time
 
 from .errors import APError, KrbErrorCode
 
@@ -70,14 +69,15 @@ class ReplayCache:
         self,
         capacity: int = DEFAULT_CAPACITY,
         skew: float = 300.0,
-        start_time: float | None = None,
+        *,
+        start_time: float,
     ):
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self.capacity = int(capacity)
         self.skew = float(skew)
         self._skew_us = int(self.skew * _US)
-        st = time.time() if start_time is None else float(start_time)
+        st = float(start_time)
         #: authenticators with (ctime, cusec) <= floor (as microseconds) are refused
         self.floor_us = int(st * _US)
         self._entries: dict[bytes, int] = {}  # key -> ctime in microseconds

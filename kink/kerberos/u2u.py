@@ -134,7 +134,6 @@ class _Ctx:
         code = self.lib.krb5_init_context(byref(self.ctx))
         if code:
             raise CredentialsError(f"krb5_init_context failed (error {code})")
-        self._free: list = []
 
     def message(self, code: int) -> str:
         p = self.lib.krb5_get_error_message(self.ctx, code)
