@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from isakmp.kernel.statefile import read_state, write_state
+from isakmp.plugin import KeyExchangeEngine
 from kink.engine import api
 from kinkd import __version__, control, metrics
 from kinkd import config as cfgmod
@@ -126,7 +127,9 @@ class Daemon:
         self.ticket_expiry: float | None = None
         self.backend_name = config.daemon.backend
         self.xfrm = None
-        self.engine = None
+        #: the key exchange hosted (KINK); the daemon drives it only through the shape
+        #: ``isakmp.plugin.KeyExchangeEngine`` plus KINK's credential effects
+        self.engine: KeyExchangeEngine | None = None
         self.credentials = None
         self.control_server = None
         self.metrics_server = None
@@ -161,8 +164,11 @@ class Daemon:
             epoch = prev + 1  # restarted within the same second: the epoch must still change
         self.epoch = epoch & 0xFFFFFFFF
         local = next((ep.host for ep in d.listen if ep.host not in ("0.0.0.0", "::")), None)
-        self.engine = Engine(self.config, epoch=self.epoch, acceptor=self.acceptor,
-                             local_address=local)
+        engine = Engine(self.config, epoch=self.epoch, acceptor=self.acceptor,
+                        local_address=local)
+        if not isinstance(engine, KeyExchangeEngine):  # pragma: no cover - a plugin bug
+            raise TypeError(f"{type(engine).__name__} is not a KeyExchangeEngine")
+        self.engine = engine
 
     def _build_backend(self) -> None:
         if self.backend_name != "xfrm":

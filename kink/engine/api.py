@@ -7,6 +7,13 @@ plain dataclasses the driver applies in order. Timers follow aioquic's model:
 after any call the driver asks :meth:`Engine.next_deadline` and calls
 :meth:`Engine.handle_timers` at (or after) that time.
 
+Effects and events are frozen dataclasses, one per kind: the framework's
+(``isakmp.events``: Send, InstallSA/RemoveSA of one :class:`Direction`, StateChanged,
+SAEstablished, SADeleted, NegotiationFailed, ...) plus KINK's own below (FetchTicket,
+FetchTGT, PeerRebooted, ClockSkewCorrected, StatusDone). Events carry facts (reason codes,
+SPIs, principals), never wording or log levels: the daemon presents them
+(``kinkd.present``).
+
 Kerberos credentials that need the KDC (service tickets, user-to-user tickets,
 our own TGT) are requested with :class:`FetchTicket` / :class:`FetchTGT`; the
 driver obtains them off the event loop (a worker thread) and hands the result
