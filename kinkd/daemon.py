@@ -241,7 +241,7 @@ class Daemon:
         again: set[tuple[str, str]] = set()
         for sa in old.sas():
             if self.xfrm is not None and self.kernel_note is None:
-                for direction in ("in", "out"):
+                for direction in api.Direction:
                     with contextlib.suppress(Exception):
                         self.xfrm.remove(sa, direction)
             p = self.config.peer(sa.peer)
@@ -557,7 +557,7 @@ class Daemon:
         if self.kernel_note is None:
             with contextlib.suppress(Exception):
                 self.xfrm.remove(e.sa, e.direction)
-        if e.direction == "in":
+        if e.direction is api.Direction.IN:
             self._drop_policy_if_unused(e.sa.peer, e.sa.child)
 
     # --- control ------------------------------------------------------------------------------
