@@ -19,9 +19,21 @@ from kink.kerberos.crypto import prf_for
 
 __all__ = ["ticket_key_source"]
 
+# a ticket's session key keys every CREATE made with that ticket: one key source per
+# (enctype, key, reading), bounded (the ticket caches hold the same keys anyway)
+_SOURCES: dict[tuple[int, bytes, str], StaticKeySource] = {}
+_SOURCES_MAX = 1024
+
 
 def ticket_key_source(enctype: int, session_key: bytes, prf_reading: str = "rfc3961"
                       ) -> StaticKeySource:
     """The key source of an exchange keyed by a ticket's session key."""
-    key = session_key if type(session_key) is Secret else Secret(session_key)
-    return StaticKeySource(key, prf_for(enctype, prf_reading), "kink")
+    k = (enctype, session_key, prf_reading)
+    src = _SOURCES.get(k)
+    if src is None:
+        key = session_key if type(session_key) is Secret else Secret(session_key)
+        src = StaticKeySource(key, prf_for(enctype, prf_reading), "kink")
+        if len(_SOURCES) >= _SOURCES_MAX:
+            _SOURCES.clear()
+        _SOURCES[k] = src
+    return src

@@ -31,7 +31,7 @@ from kinkd import __version__, control, metrics
 from kinkd import config as cfgmod
 from kinkd.logs import enabled as log_enabled
 from kinkd.logs import log
-from kinkd.present import present
+from kinkd.present import level_of, present
 
 PERSIST_DELAY = 0.2
 RX_BATCH = 64  # datagrams handled per read callback (one clock read, one timer re-arm)
@@ -398,12 +398,17 @@ class Daemon:
 
     def _event(self, ev: Any) -> None:
         """Log an engine event as the presenter words it; answer whoever waits for it."""
+        kind, peer, t = ev.kind, ev.peer, type(ev)
+        established = t is api.SAEstablished and not ev.rekeyed
+        waited = (established and (self.waiters or peer in self.last_failure)) \
+            or t is api.NegotiationFailed or t is api.ShutdownDone
+        if not (waited or log_enabled(level_of(ev))):
+            if t is api.DeleteDone:
+                self._answer_down(peer)
+            return  # neither logged nor waited for: not worded at all
         level, message, fields = present(ev)
-        kind, peer = ev.kind, ev.peer
         if log_enabled(level):
             log(level, str(kind), message, peer=peer, child=ev.child, **fields)
-        t = type(ev)
-        established = t is api.SAEstablished and not ev.rekeyed
         if established or t is api.NegotiationFailed:
             if peer is not None:
                 if established:
@@ -422,9 +427,12 @@ class Daemon:
             if fut is not None and not fut.done():
                 fut.set_result(fields)
         elif t is api.DeleteDone:
-            for fut in self.down_waiters.pop(peer or "", []):
-                if not fut.done():
-                    fut.set_result(True)
+            self._answer_down(peer)
+
+    def _answer_down(self, peer: str | None) -> None:
+        for fut in self.down_waiters.pop(peer or "", []):
+            if not fut.done():
+                fut.set_result(True)
 
     # --- persistence ----------------------------------------------------------------------------
 

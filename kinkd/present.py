@@ -29,7 +29,7 @@ from isakmp.events import (
 )
 from kink.engine.api import ClockSkewCorrected, PeerRebooted, StatusDone
 
-__all__ = ["Presented", "present", "failure_text"]
+__all__ = ["Presented", "present", "failure_text", "level_of"]
 
 Presented = tuple[str, str, dict[str, Any]]  # (level, message, fields)
 
@@ -229,6 +229,22 @@ _PRESENT: dict[type, Callable[[Any], Presented]] = {
     ShutdownDone: _shutdown_done,
     InternalError: _internal_error,
 }
+
+
+#: events whose level does not depend on their content (the daemon asks this first, so an
+#: event that would not be logged is not worded at all)
+_FIXED_LEVEL: dict[type, str] = {
+    SAEstablished: "info", SADeleted: "info", SASuperseded: "info", DeleteStarted: "info",
+    RekeySkipped: "warning", RequestRefused: "warning", PeerRebooted: "warning",
+    PeerDead: "warning", PeerAlive: "info", DeleteDone: "info", ShutdownDone: "info",
+    InternalError: "error",
+}
+
+
+def level_of(ev: Any) -> str:
+    """The level :func:`present` gives ``ev`` (cheap for the common events)."""
+    lv = _FIXED_LEVEL.get(type(ev))
+    return lv if lv is not None else present(ev)[0]
 
 
 def present(ev: Any) -> Presented:
