@@ -39,6 +39,8 @@ class PeerConfig:
     user_to_user: bool = False
     encrypt: bool = True
     dpd: float | None = 30.0  # STATUS probe after this much silence; None = off
+    #: accept this peer's principals from any source address (off: only from ``address``)
+    roam: bool = False
     children: tuple[ChildConfig, ...] = ()
 
     def child(self, name: str) -> ChildConfig | None:

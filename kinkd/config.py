@@ -282,7 +282,7 @@ _TIMER_KEYS = {"retransmit", "retransmit_max", "max_tries", "reply_cache", "dele
 _LIMIT_KEYS = {"max_transactions", "max_peers", "max_sas", "unauth_rate", "unauth_burst",
                "max_sources"}
 _PEER_KEYS = {"name", "address", "principal", "allow_principals", "start", "prf", "user_to_user",
-              "encrypt", "dpd", "child"}
+              "encrypt", "dpd", "roam", "child"}
 _CHILD_KEYS = {"name", "local_ts", "remote_ts", "mode", "esp_proposals", "ah_proposals",
                "lifetime", "rekey_time", "life_bytes", "start"}
 
@@ -478,7 +478,8 @@ def _peer(c: _Ctx, t: dict, path: str, daemon: DaemonConfig) -> PeerConfig:
     return PeerConfig(
         name=name, address=address, principal=principal, allow_principals=allow, start=start,
         prf=prf, user_to_user=c.get(t, path, "user_to_user", bool, default=False),
-        encrypt=c.get(t, path, "encrypt", bool, default=True), dpd=dpd, children=tuple(children),
+        encrypt=c.get(t, path, "encrypt", bool, default=True), dpd=dpd,
+        roam=c.get(t, path, "roam", bool, default=False), children=tuple(children),
     )
 
 

@@ -57,6 +57,9 @@ def test_good_config(keytab):
     assert c.timers.retransmit == 0.5 and c.timers.max_tries == 4
     p = c.peer("h2")
     assert p.address == cfg.Endpoint("127.0.0.2", 910)
+    assert p.roam is False  # a principal is bound to its peer's address by default
+    assert cfg.loads(good(keytab).replace('[[peer]]\nname = "h2"',
+                                          '[[peer]]\nname = "h2"\nroam = true')).peer("h2").roam
     ch = p.child("h2-all")
     assert ch.remote_ts[0] == cfg.TrafficSelector(ipaddress.ip_network("198.18.0.2/32"), 6, 5432, 5432)
     assert str(ch.remote_ts[1]) == "198.18.1.0/24[udp]"
@@ -140,6 +143,8 @@ BAD = [
     ('[daemon]', '[daemon]\ntesting = { clock_offset = "10m" }', "daemon.testing",
      "test-only settings are refused", 3),
     ('[daemon]', '[daemon]\nlisten_port = 910', "daemon.listen_port", "unknown key", 3),
+    ('[[peer]]\nname = "h2"', '[[peer]]\nname = "h2"\nroam = "yes"', "peer[0].roam",
+     "expected true or false", 15),
     ('[[peer.child]]', 'x = [1,\n[[peer.child]]', "", "TOML syntax error", None),
 ]
 BAD = [b for b in BAD if b[1] is not None]

@@ -20,6 +20,11 @@ Errors (RFC 4430 §3.5, §5.5):
 * refusals by policy: a principal that the peer's policy does not allow is answered with
   Notify PAYLOAD-MALFORMED inside the authenticated REPLY (§5.5: the type for rejections
   no other covers); the ``RequestRefused`` event names principal, peer and child.
+* a principal is bound to its peer's configured address: a command authenticated by a
+  known principal but sent from another address (a stolen or relayed ticket, a host
+  speaking for another) is refused the same way (reason ``wrong-address``) unless that
+  peer is configured with ``roam = true``; nothing of it is acted on (no SA, no DELETE,
+  no epoch).
 * KINK_ENCRYPT is used whenever we have a key and ``PeerConfig.encrypt`` (the default);
   unencrypted KINK_ISAKMP is accepted (racoon2 accepts both).
 """
@@ -156,11 +161,18 @@ class ResponderMixin(CreateMixin):
         self._send(out, data, addr)
 
     def _peer_for(self, client: str, host: str) -> PeerState | None:
+        """The peer an authenticated principal speaks for: the one configured at the
+        source address that allows the principal, else one that allows it and may roam.
+        A principal is bound to its peer's address: the same ticket from another source
+        speaks for nobody (refused), so it can neither create, delete nor reset (epoch)
+        the pairs of that peer."""
         for p in self._by_host.get(host, ()):
             if client == p.cfg.principal or client in p.cfg.allow_principals:
                 return p
-        cands = self._by_principal.get(client)
-        return cands[0] if cands else None
+        for p in self._by_principal.get(client, ()):
+            if p.cfg.roam:
+                return p
+        return None
 
     def _reply_bytes(self, xid: int, acc: AcceptedRequest, inner: list, encrypt: bool,
                      ack_request: bool = False) -> bytes:
@@ -202,8 +214,15 @@ class ResponderMixin(CreateMixin):
         ack_request = False
         pending: list[int] | None = None
         if peer is None:
-            pname, cname = self._refused_policy(msg, addr, local)
-            inner = self._refusal(REFUSED_BY_POLICY, out, pname, cname, "not-allowed", client)
+            bound = self._by_principal.get(client)
+            if bound:  # a known principal from an address that is not its peer's
+                self.stats["refused.wrong-address"] += 1
+                inner = self._refusal(REFUSED_BY_POLICY, out, bound[0].name, None,
+                                      "wrong-address", client, addr[0])
+            else:
+                pname, cname = self._refused_policy(msg, addr, local)
+                inner = self._refusal(REFUSED_BY_POLICY, out, pname, cname, "not-allowed",
+                                      client)
         elif mtype == MessageType.CREATE:
             inner, ack_request, pending = self._resp_create(msg, acc, peer, addr, local, now,
                                                             out)

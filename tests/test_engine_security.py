@@ -1,0 +1,98 @@
+"""Held-out attacks on the engine (issue: principals bound to addresses, replay cache,
+half-open CREATEs, rate limiting). Engines on the simulated network, local Kerberos realm;
+the attacker replays or relays genuine, correctly signed messages from another address."""
+
+from __future__ import annotations
+
+from kink import wire
+from kink.engine import EventKind, Send
+from tests.support.simnet import A1, A2, Node
+from tests.test_engine_flows import (
+    assert_paired,
+    kit,
+    mature,
+    no_internal_errors,
+    pair,
+)
+
+__all__ = ["kit"]
+
+A3 = ("198.18.0.3", 910)  # an address no peer is configured at
+
+
+def _datagrams(effects: list) -> list[bytes]:
+    return [e.data for e in effects if type(e) is Send]
+
+
+def _commands_of(node: Node, effects: list, net) -> list[bytes]:
+    """The commands ``node`` sends for ``effects``, captured instead of delivered (tickets
+    are fetched synchronously, SAs land in the node's backend as usual)."""
+    out: list[bytes] = []
+    work = list(effects)
+    while work:
+        e = work.pop(0)
+        name = type(e).__name__
+        if name == "Send":
+            out.append(e.data)
+            node.sent.append((net.now, e.data, e.addr))
+        elif name == "FetchTicket":
+            work.extend(net._ticket(node, e))
+        else:
+            net.apply(node, [e])
+    return out
+
+
+def _refused_wrong_address(node: Node) -> list:
+    return [e for e in node.events if e.kind == EventKind.REQUEST_REFUSED
+            and e.reason == "wrong-address"]
+
+
+def test_create_with_a_genuine_ticket_from_another_address_is_refused(kit):
+    net, n1, n2 = pair(kit)
+    (create,) = _commands_of(n1, n1.engine.initiate("h2", None, net.t(n1)), net)
+    eff = n2.engine.receive(create, A3, net.t(n2), local=A2)
+    net.apply(n2, eff)
+    assert not n2.engine.sas() and not n2.backend.inbound
+    (reply,) = [e for e in eff if type(e) is Send]
+    assert reply.addr == A3  # the refusal, authenticated, goes back to the sender only
+    msg = wire.decode(reply.data)
+    assert msg.type == wire.MessageType.REPLY and msg.find(wire.ApRepPayload) is not None
+    (ev,) = _refused_wrong_address(n2)
+    assert ev.principal == kit.realm.service("host1.kink.test") and ev.peer == "h1"
+    assert ev.detail == A3[0] and n2.engine.stats["refused.wrong-address"] == 1
+    # the same command from the peer's own address is served
+    net.apply(n2, n2.engine.receive(create, A1, net.t(n2), local=A2))
+    net.settle(5)
+    assert_paired(n1, n2)
+    no_internal_errors(n1, n2)
+
+
+def test_delete_and_status_from_another_address_touch_nothing(kit):
+    net, n1, n2 = pair(kit)
+    net.call(n1, "initiate", "h2", None, net.t(n1))
+    net.settle(5)
+    assert_paired(n1, n2)
+    before = [(s.spi_in, s.spi_out) for s in mature(n2)]
+    # a DELETE signed by h1's principal, relayed from A3
+    (delete,) = _commands_of(n1, n1.engine.delete("h2", None, net.t(n1)), net)
+    net.apply(n2, n2.engine.receive(delete, A3, net.t(n2), local=A2))
+    assert [(s.spi_in, s.spi_out) for s in mature(n2)] == before
+    assert n2.backend.outbound and n2.backend.inbound
+    # a STATUS with another epoch (h1 "rebooted"), relayed from A3: no reset of h1's SAs
+    net2, m1, _ = pair(kit, seed=5, epochs=(77, None))
+    (status,) = _commands_of(m1, m1.engine.status("h2", net2.t(m1)), net2)
+    net.apply(n2, n2.engine.receive(status, A3, net.t(n2), local=A2))
+    assert [(s.spi_in, s.spi_out) for s in mature(n2)] == before
+    assert not [e for e in n2.events if e.kind == EventKind.PEER_REBOOTED]
+    assert len(_refused_wrong_address(n2)) == 2
+    peer_state = n2.engine.peer_states()[0]
+    assert set(peer_state["epochs"].values()) == {n1.engine.epoch}
+    no_internal_errors(n1, n2)
+
+
+def test_a_roaming_peer_is_accepted_from_any_address(kit):
+    net, n1, n2 = pair(kit, p2={"roam": True})
+    (create,) = _commands_of(n1, n1.engine.initiate("h2", None, net.t(n1)), net)
+    eff = n2.engine.receive(create, A3, net.t(n2), local=A2)
+    assert len(n2.engine.sas()) == 1 and not _refused_wrong_address(n2)
+    assert [e.addr for e in eff if type(e) is Send] == [A3]
