@@ -96,3 +96,58 @@ def test_a_roaming_peer_is_accepted_from_any_address(kit):
     eff = n2.engine.receive(create, A3, net.t(n2), local=A2)
     assert len(n2.engine.sas()) == 1 and not _refused_wrong_address(n2)
     assert [e.addr for e in eff if type(e) is Send] == [A3]
+
+
+# --- the replay cache stores only authorized authenticators, a bounded share each -------
+
+
+def _flood(kit, net, n2: Node, user: str, count: int, tmp_path, ahead: float = 250.0) -> None:
+    """``count`` STATUS commands of ``user`` from host1's address, each with a fresh
+    authenticator dated ``ahead`` seconds in the future (inside the skew window)."""
+    from kink.kerberos.apreq import build_ap_req
+
+    creds = kit.from_ccache(kit.realm.kinit(user, f"FILE:{tmp_path}/{user}.cc"))
+    tk = creds.get_service_ticket(kit.realm.service("host2.kink.test"), now=net.t(n2))
+    for i in range(count):
+        ap_req, _, _ = build_ap_req(tk, net.t(n2), clock_offset=ahead)
+        data = wire.encode(wire.MessageType.STATUS, 0x1000 + i,
+                           [wire.ApReqPayload(1, ap_req)], key=(tk.enctype, tk.session_key))
+        net.apply(n2, n2.engine.receive(data, A1, net.t(n2), local=A2))
+
+
+def _small_replay_cache(net, n2: Node, **kw):
+    from kink.kerberos.replay import ReplayCache
+
+    rc = ReplayCache(capacity=32, skew=300, start_time=net.t(n2) - 5, **kw)
+    n2.engine.acceptor.replay_cache = rc
+    return rc
+
+
+def test_a_refused_principal_cannot_fill_the_replay_cache(kit, tmp_path):
+    net, n1, n2 = pair(kit)  # bob is not allowed by h2's policy
+    rc = _small_replay_cache(net, n2)
+    _flood(kit, net, n2, "bob", 200, tmp_path)
+    assert len(rc) == 0  # refused requests are not recorded
+    refused = [e for e in n2.events if e.kind == EventKind.REQUEST_REFUSED]
+    assert len(refused) == 200 and refused[0].reason == "not-allowed"
+    net.call(n1, "initiate", "h2", None, net.t(n1))
+    net.settle(5)
+    assert_paired(n1, n2)  # the honest peer's authenticator is not below any floor
+    assert not n2.engine.stats["errors.sent.krb-37"]
+    no_internal_errors(n1, n2)
+
+
+def test_one_principal_holds_only_its_share_of_the_replay_cache(kit, tmp_path):
+    alice = kit.realm.user("alice")
+    net, n1, n2 = pair(kit, p2={"allow_principals": (alice,)})
+    rc = _small_replay_cache(net, n2, per_principal=8)
+    _flood(kit, net, n2, "alice", 200, tmp_path)  # authorized: answered and recorded
+    assert len(rc) == 8 and rc.principal_floor(alice) > rc.floor
+    net.call(n1, "initiate", "h2", None, net.t(n1))
+    net.settle(5)
+    assert_paired(n1, n2)
+    assert not n2.engine.stats["errors.sent.krb-37"]
+    # alice's own authenticators below her floor are refused; replays stay impossible
+    _flood(kit, net, n2, "alice", 1, tmp_path, ahead=100.0)
+    assert n2.engine.stats["errors.sent.krb-37"] == 1
+    no_internal_errors(n1, n2)

@@ -103,3 +103,35 @@ def test_in_order_stream_never_refused_above_floor(n, capacity):
     rc = ReplayCache(capacity=capacity, skew=300, start_time=T0 - 1)
     for i in range(n):
         assert code_of(rc, os.urandom(32), T0 + i // 1000, i % 1000, T0 + i / 1000) is None
+
+
+@settings(max_examples=80, deadline=None)
+@given(ops=st.lists(st.tuples(st.sampled_from(["alice", "bob", "h1", None]),
+                              st.integers(0, 400), st.integers(0, 5)), min_size=1, max_size=150),
+       capacity=st.integers(2, 24), share=st.integers(1, 10))
+def test_per_principal_shares_never_let_a_replay_through(ops, capacity, share):
+    """Whatever principals store, with whatever ctimes, an authenticator recorded once is
+    refused for as long as it is within the skew window, and no principal holds more than
+    its share."""
+    rc = ReplayCache(capacity=capacity, skew=300, start_time=T0 - 1, per_principal=share)
+    recorded: list[tuple[bytes, int, int, str | None]] = []
+    now = T0
+    for who, dt, replay_of in ops:
+        now += 0.01
+        if replay_of and recorded:
+            cipher, ct, cu, p = recorded[-min(replay_of, len(recorded))]
+            if abs(now - ct) <= 300:
+                with pytest.raises(APError):
+                    rc.check_and_store(cipher, ct, cu, now, p)
+            continue
+        cipher = os.urandom(24)
+        ct = T0 + dt // 4
+        try:
+            rc.check_and_store(cipher, ct, dt % 4, now, who)
+        except APError as e:
+            assert e.code == C.KRB_AP_ERR_SKEW
+            continue
+        recorded.append((cipher, ct, dt % 4, who))
+        assert len(rc) <= capacity
+        for p in ("alice", "bob", "h1"):
+            assert rc._count.get(p, 0) <= share

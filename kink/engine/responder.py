@@ -4,7 +4,8 @@ Pipeline of a command (CREATE, DELETE, STATUS, ACK), cheap checks first so that 
 attacker cannot make us do crypto: header sanity (``wire.decode``, done by the facade)
 -> per-source token bucket (``isakmp.ratelimit``) -> Kerberos AP-REQ (acceptor: ticket,
 authenticator, skew, replay cache) -> Cksum -> KINK_ENCRYPT -> the peer the principal
-belongs to -> epoch -> reply cache (a retransmitted command carries a fresh
+belongs to (authorization) -> the authenticator recorded in the replay cache (only now: a
+refused request never fills it) -> epoch -> reply cache (a retransmitted command carries a fresh
 authenticator, so the cache is consulted only after it verified; RFC 4430 §3.3) ->
 ISAKMP decode and policy -> the exchange (``create``, ``delete``, ``status``) -> REPLY
 with AP-REP, Cksum and, when we have a key, KINK_ENCRYPT.
@@ -103,7 +104,7 @@ class ResponderMixin(CreateMixin):
             self._drop("rate-limited")
             return None
         try:
-            acc = self.acceptor.accept(apreq.ap_req, now, client_addr=host)
+            acc = self.acceptor.accept(apreq.ap_req, now, client_addr=host, store=False)
         except AcceptError as e:
             rl.charge(host, now)
             self._ap_error(msg, addr, e, now, out)
@@ -192,6 +193,13 @@ class ResponderMixin(CreateMixin):
         client = acc.client
         peer = self._peer_for(client, addr[0])
         if peer is not None:
+            # authorized and its Cksum verified: only now is the authenticator recorded
+            # (refused principals never fill the replay cache; each principal has a share)
+            try:
+                self.acceptor.commit(acc, now)
+            except AcceptError as e:
+                self._ap_error(msg, addr, e, now, out)
+                return
             self._check_epoch(peer, client, apreq.epoch, now, out)
             self._heard(peer, now, out)
         mtype = msg.type

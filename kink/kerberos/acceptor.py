@@ -117,6 +117,9 @@ class AcceptedRequest:
     seq_number: int | None
     user_to_user: bool
     kvno: int | None  # kvno of the service key used (None for user-to-user)
+    #: replay-cache key of the authenticator when ``accept(store=False)`` left it for
+    #: :meth:`Acceptor.commit`
+    replay_key: bytes | None = field(default=None, repr=False)
 
     def make_ap_rep(self) -> bytes:
         return make_ap_rep(self)
@@ -346,8 +349,14 @@ class Acceptor:
 
     # -- the checks -----------------------------------------------------------------
 
-    def accept(self, ap_req_bytes: bytes, now: float, client_addr=None) -> AcceptedRequest:
-        """Verify a raw AP-REQ at time ``now``; AcceptError on refusal (module docstring)."""
+    def accept(self, ap_req_bytes: bytes, now: float, client_addr=None, *,
+               store: bool = True) -> AcceptedRequest:
+        """Verify a raw AP-REQ at time ``now``; AcceptError on refusal (module docstring).
+
+        The replay cache refuses a replay either way; with ``store=False`` the
+        authenticator is not recorded yet: the caller records it with :meth:`commit` once
+        the request is authorized and its own integrity check passed (so that requests
+        we refuse never fill the cache)."""
         try:
             opts, raw_ticket, auth_ed = _split_ap_req(ap_req_bytes)
         except DecodeError as e:
@@ -408,13 +417,33 @@ class Acceptor:
             raise AcceptError("ticket not yet valid", _C.KRB_AP_ERR_TKT_NYV, **ctx)
         if now - skew > etp.endtime:
             raise AcceptError("ticket expired", _C.KRB_AP_ERR_TKT_EXPIRED, **ctx)
+        rc = self.replay_cache
         try:
-            self.replay_cache.check_and_store(auth_ed.cipher, ctime, cusec, now)
+            key = rc.check(auth_ed.cipher, ctime, cusec, now, client)
+            if store:
+                rc.store(key, ctime, cusec, now, client)
         except APError as e:
             raise AcceptError(str(e), e.code, **ctx) from None
 
         return AcceptedRequest(client, server, session_key, enctype, etp.endtime, start,
-                               etp.authtime, etp.flags, ctime, cusec, auth.seq_number, u2u, kvno)
+                               etp.authtime, etp.flags, ctime, cusec, auth.seq_number, u2u, kvno,
+                               None if store else key)
+
+    def commit(self, accepted: AcceptedRequest, now: float) -> None:
+        """Record the authenticator of a request accepted with ``store=False`` (see
+        :meth:`accept`). AcceptError (REPEAT, or SKEW when the principal's share of a
+        full cache holds only newer authenticators) when it cannot be recorded."""
+        key = accepted.replay_key
+        if key is None:
+            return
+        try:
+            self.replay_cache.store(key, accepted.ctime, accepted.cusec, now, accepted.client)
+        except APError as e:
+            raise AcceptError(str(e), e.code, session_key=accepted.session_key,
+                              enctype=accepted.enctype, ctime=accepted.ctime,
+                              cusec=accepted.cusec, client=accepted.client,
+                              server=accepted.server, user_to_user=accepted.user_to_user,
+                              ticket_endtime=accepted.ticket_endtime) from None
 
 
 def _addr_in(client_addr, caddr) -> bool:

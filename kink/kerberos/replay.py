@@ -31,7 +31,13 @@ Design
   transactions in flight across a restart, and initiators whose clocks lag
   ours by up to a few seconds retry once in the first seconds after start-up.
   Benefit: no disk I/O on the responder fast path and nothing to corrupt.
-* **Cost**: one SHA-256 of ~100 octets, one dict lookup and one heap push per
+* **Per principal**: a principal holds at most ``per_principal`` entries. Beyond that its
+  own oldest entry is evicted and the *principal's* floor raised, so one principal (a
+  user of the realm flooding authenticators dated near ``now + skew``) cannot push the
+  global floor above honest peers' authenticators. Callers record an authenticator only
+  after the request is authorized and its KINK checksum verified (:meth:`check` first,
+  :meth:`store` later), so principals that are not allowed never fill the cache.
+* **Cost**: one SHA-256 of ~100 octets, one dict lookup and two heap pushes per
   accepted authenticator; expiry is amortised (heap pops).
 
 The cache is not thread-safe by itself; the acceptor is used from one event
@@ -71,6 +77,7 @@ class ReplayCache:
         skew: float = 300.0,
         *,
         start_time: float,
+        per_principal: int | None = None,
     ):
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
@@ -83,6 +90,13 @@ class ReplayCache:
         self._entries: dict[bytes, int] = {}  # key -> ctime in microseconds
         self._heap: list[tuple[int, bytes]] = []  # (ctime_us, key), oldest first
         self.evictions = 0
+        #: entries one principal may hold (a quarter of the cache by default)
+        self.per_principal = max(1, int(per_principal if per_principal is not None
+                                        else max(1, self.capacity // 4)))
+        self._owner: dict[bytes, str] = {}  # key -> principal (entries stored with one)
+        self._count: dict[str, int] = {}  # principal -> live entries
+        self._pheap: dict[str, list[tuple[int, bytes]]] = {}  # per principal, lazy
+        self._pfloor: dict[str, int] = {}  # per principal floor (microseconds)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -92,40 +106,69 @@ class ReplayCache:
         """The current floor as (ctime, cusec)."""
         return divmod(self.floor_us, _US)
 
+    def principal_floor(self, principal: str) -> tuple[int, int]:
+        """The floor of one principal as (ctime, cusec) (the global one if higher)."""
+        return divmod(max(self.floor_us, self._pfloor.get(principal, 0)), _US)
+
+    def _forget(self, key: bytes) -> None:
+        """Drop ``key`` from the entries (the heaps are cleaned lazily)."""
+        del self._entries[key]
+        who = self._owner.pop(key, None)
+        if who is not None:
+            n = self._count[who] - 1
+            if n:
+                self._count[who] = n
+            else:
+                del self._count[who]
+                self._pheap.pop(who, None)
+
     def _expire(self, now_us: int) -> None:
         heap = self._heap
         entries = self._entries
         limit = now_us - self._skew_us
         while heap and heap[0][0] < limit:
-            _, k = heapq.heappop(heap)
-            entries.pop(k, None)
+            t, k = heapq.heappop(heap)
+            if entries.get(k) == t:
+                self._forget(k)
 
-    def check(self, cipher: bytes, ctime: int, cusec: int, now: float) -> bytes:
-        """Refuse a replay or an authenticator below the floor; return its cache key.
+    def check(self, cipher: bytes, ctime: int, cusec: int, now: float,
+              principal: str | None = None) -> bytes:
+        """Refuse a replay or an authenticator below the floor (the global one, or
+        ``principal``'s); return its cache key.
 
         Does not record it (see :meth:`store`); :meth:`check_and_store` does both.
         """
         key = replay_key(cipher)
         if key in self._entries:
             raise APError("replayed authenticator", KrbErrorCode.KRB_AP_ERR_REPEAT)
-        if ctime * _US + cusec <= self.floor_us:
+        t = ctime * _US + cusec
+        if t <= self.floor_us or (principal is not None and t <= self._pfloor.get(principal, 0)):
             raise APError(
                 "authenticator older than the replay-cache floor (restart or cache full)",
                 KrbErrorCode.KRB_AP_ERR_SKEW,
             )
         return key
 
-    def store(self, key: bytes, ctime: int, cusec: int, now: float) -> None:
-        """Record an authenticator (after :meth:`check`); evicts the oldest when full.
+    def store(self, key: bytes, ctime: int, cusec: int, now: float,
+              principal: str | None = None) -> None:
+        """Record an authenticator (after :meth:`check`); evicts the oldest when full
+        (the principal's own oldest when the principal holds ``per_principal``).
 
-        If the cache is full and this authenticator would itself be the oldest
-        entry, it is refused (``KRB_AP_ERR_SKEW``) instead of evicting a newer one.
+        If the cache (or the principal's share) is full and this authenticator would
+        itself be the oldest entry, it is refused (``KRB_AP_ERR_SKEW``) instead of
+        evicting a newer one. A key stored meanwhile (a replay) raises REPEAT.
         """
         t = ctime * _US + cusec
         self._expire(int(now * _US))
         entries = self._entries
+        if key in entries:
+            raise APError("replayed authenticator", KrbErrorCode.KRB_AP_ERR_REPEAT)
+        if principal is not None and self._count.get(principal, 0) >= self.per_principal:
+            self._evict_own(principal, t, int(now * _US))
         heap = self._heap
         if len(entries) >= self.capacity:
+            while heap and entries.get(heap[0][1]) != heap[0][0]:
+                heapq.heappop(heap)  # stale (evicted per principal)
             if t < heap[0][0]:
                 raise APError(
                     "authenticator older than everything in a full replay cache",
@@ -133,13 +176,46 @@ class ReplayCache:
                 )
             while len(entries) >= self.capacity:
                 old_t, old_k = heapq.heappop(heap)
-                del entries[old_k]
+                if entries.get(old_k) != old_t:
+                    continue
+                self._forget(old_k)
                 self.evictions += 1
                 if old_t > self.floor_us:
                     self.floor_us = old_t
         entries[key] = t
         heapq.heappush(heap, (t, key))
+        if principal is not None:
+            self._owner[key] = principal
+            self._count[principal] = self._count.get(principal, 0) + 1
+            ph = self._pheap.setdefault(principal, [])
+            heapq.heappush(ph, (t, key))
+            if len(ph) > 2 * self._count[principal] + 64:
+                ph[:] = [(tt, k) for tt, k in ph if entries.get(k) == tt
+                         and self._owner.get(k) == principal]
+                heapq.heapify(ph)
 
-    def check_and_store(self, cipher: bytes, ctime: int, cusec: int, now: float) -> None:
-        key = self.check(cipher, ctime, cusec, now)
-        self.store(key, ctime, cusec, now)
+    def _evict_own(self, principal: str, t: int, now_us: int) -> None:
+        ph = self._pheap[principal]
+        entries, owner = self._entries, self._owner
+        while ph and (entries.get(ph[0][1]) != ph[0][0] or owner.get(ph[0][1]) != principal):
+            heapq.heappop(ph)
+        if t < ph[0][0]:
+            raise APError("authenticator older than everything this principal holds in the "
+                          "replay cache", KrbErrorCode.KRB_AP_ERR_SKEW)
+        while self._count.get(principal, 0) >= self.per_principal:
+            old_t, old_k = heapq.heappop(ph)
+            if entries.get(old_k) != old_t or owner.get(old_k) != principal:
+                continue
+            self._forget(old_k)
+            self.evictions += 1
+            if old_t > self._pfloor.get(principal, 0):
+                self._pfloor[principal] = old_t
+        if len(self._pfloor) > 64:  # forget floors that no longer refuse anything
+            limit = max(self.floor_us, now_us - self._skew_us)
+            for p in [p for p, f in self._pfloor.items() if f <= limit]:
+                del self._pfloor[p]
+
+    def check_and_store(self, cipher: bytes, ctime: int, cusec: int, now: float,
+                        principal: str | None = None) -> None:
+        key = self.check(cipher, ctime, cusec, now, principal)
+        self.store(key, ctime, cusec, now, principal)
