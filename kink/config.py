@@ -74,6 +74,10 @@ class Limits:
     unauth_rate: float = 50.0  # unauthenticated datagrams/s accepted per source address
     unauth_burst: int = 100
     max_sources: int = 65536  # tracked source addresses for rate limiting
+    #: 3-way CREATEs answered and waiting for their ACK (larval SAs), in all and per
+    #: initiator principal; beyond them a CREATE that needs an ACK is refused
+    max_half_open: int = 1024
+    max_half_open_per_principal: int = 64
 
 
 

@@ -280,7 +280,7 @@ _DAEMON_KEYS = {"listen", "principal", "keytab", "ccache", "state_file", "backen
 _TIMER_KEYS = {"retransmit", "retransmit_max", "max_tries", "reply_cache", "delete_grace",
                "clock_skew", "kdc_backoff_max"}
 _LIMIT_KEYS = {"max_transactions", "max_peers", "max_sas", "unauth_rate", "unauth_burst",
-               "max_sources"}
+               "max_sources", "max_half_open", "max_half_open_per_principal"}
 _PEER_KEYS = {"name", "address", "principal", "allow_principals", "start", "prf", "user_to_user",
               "encrypt", "dpd", "roam", "child"}
 _CHILD_KEYS = {"name", "local_ts", "remote_ts", "mode", "esp_proposals", "ah_proposals",

@@ -86,6 +86,8 @@ _REFUSALS: dict[str, Callable[[RequestRefused], str]] = {
                              + (f" by peer {e.peer}" if e.peer else ""),
     "bad-id": lambda e: f"bad ID payload: {e.detail}",
     "selectors": lambda e: f"traffic selectors {e.detail} match no child",
+    "half-open-limit": lambda e: f"too many 3-way CREATEs of {e.principal} waiting for "
+                                 f"their ACK ({e.detail})",
     "wrong-address": lambda e: f"{e.principal} belongs to peer {e.peer} but came from "
                                f"{e.detail}, not the peer's address (roam = true allows it)",
     "proposal": lambda e: f"proposal: {e.detail}",

@@ -151,3 +151,47 @@ def test_one_principal_holds_only_its_share_of_the_replay_cache(kit, tmp_path):
     _flood(kit, net, n2, "alice", 1, tmp_path, ahead=100.0)
     assert n2.engine.stats["errors.sent.krb-37"] == 1
     no_internal_errors(n1, n2)
+
+
+# --- half-open 3-way CREATEs are bounded and do not amplify --------------------------------
+
+
+def test_never_acked_three_way_creates_are_bounded_and_not_amplified(kit):
+    """A valid principal floods 3-way CREATEs (the responder picks the second proposal, so
+    every REPLY asks for an ACK) and never ACKs: the larval SAs stay within the per-principal
+    cap, and over the whole retransmission cycle the responder sends about one datagram per
+    datagram received."""
+    from isakmp.selectors import parse_selector
+    from kinkd.config import Limits
+    from tests.support.simnet import child, config, peer
+
+    n = 600
+    c1 = [child(f"c{i}", proposals=("aes128-sha256", "aes256-sha256"),
+                remote_ts=(parse_selector(f"dynamic[tcp/{1000 + i}]"),)) for i in range(n)]
+    c2 = [child("all", proposals=("aes256-sha256",), local_ts=(parse_selector("dynamic[tcp]"),))]
+    net, n1, n2 = pair(kit, c1=c1, c2=c2)
+    n2.engine._apply_config(config(
+        kit.realm.service("host2.kink.test"),
+        [peer("h1", A1, kit.realm.service("host1.kink.test"), c2)],
+        limits=Limits(max_half_open=1024, max_half_open_per_principal=32)))
+    creates = _commands_of(n1, n1.engine.initiate("h2", None, net.t(n1)), net)
+    assert len(creates) == n
+    sent = 0
+    for d in creates:
+        sent += len(_datagrams(n2.engine.receive(d, A1, net.t(n2), local=A2)))
+    larval = [s for s in n2.engine.sas() if s.state.name == "LARVAL"]
+    assert len(larval) == 32
+    assert n2.engine.stats["refused.half-open-limit"] == n - 32
+    # the cap is the flooding principal's: others still get their 3-way CREATEs answered
+    assert n2.engine._half_open_full(kit.realm.service("host1.kink.test"))
+    assert not n2.engine._half_open_full(kit.realm.user("alice"))
+    # the REPLYs waiting for an ACK are retransmitted through the whole cycle, then dropped
+    t = net.t(n2)
+    for _ in range(200):
+        t += 1.0
+        sent += len(_datagrams(n2.engine.handle_timers(t)))
+    assert not n2.engine.sas() and n2.engine._half_open_total == 0
+    ratio = sent / n
+    print(f"\n{n} never-ACKed CREATEs -> {len(larval)} larval SAs at most, "
+          f"{sent} datagrams out ({ratio:.2f} per datagram in)")
+    assert ratio <= 1.25

@@ -85,6 +85,9 @@ class EngineCore:
         self._shutdown_stats = {"answered": 0, "given_up": 0}
         self._shutdown_until = 0.0
         self._cache: ReplyCache | None = None
+        #: 3-way CREATEs answered and waiting for the ACK, per initiator principal and in all
+        self._half_open: dict[str, int] = {}
+        self._half_open_total = 0
         self._rl: RateLimiter | None = None
         self._apply_config(config)
 

@@ -480,6 +480,13 @@ class CreateMixin(TransactionsMixin):
         if spi_i < 256 or self.sadb.by_spi_out(proto, spi_i, peer.name) is not None:
             return refuse(M.INVALID_SPI, out, peer.name, child.name, "spi", client,
                           f"SPI {spi_i:08x} already in use", proto, spi_b), False, None
+        if (not sel.optimistic or sel.pfs_group is not None) and self._half_open_full(client):
+            # a 3-way CREATE leaves a larval SA and a REPLY retransmitted until the ACK:
+            # bounded per principal and in all (a flood of never-ACKed CREATEs costs little
+            # memory and cannot make us send more than a bounded number of datagrams)
+            self.stats["refused.half-open-limit"] += 1
+            return refuse(REFUSED_BY_POLICY, out, peer.name, child.name, "half-open-limit",
+                          client, str(self._half_open.get(client, 0))), False, None
         secret = b""
         dh = None
         if sel.pfs_group is not None:
@@ -549,6 +556,7 @@ class CreateMixin(TransactionsMixin):
             self._drop("unexpected-ack")
             return
         sas, e.pending_sas = e.pending_sas, None
+        self._half_open_done(key)
         self._timers.cancel((Timer.ACK_WAIT, key))
         for sa_id in sas:
             rec = self.sadb.get(sa_id)
@@ -570,7 +578,28 @@ class CreateMixin(TransactionsMixin):
         self._send(out, e.reply, e.addr)
         self._timers.set((Timer.ACK_WAIT, key), now + self._backoff.delay(e.tries))
 
+    def _half_open_full(self, principal: str) -> bool:
+        lim = self.config.limits
+        return (self._half_open_total >= lim.max_half_open
+                or self._half_open.get(principal, 0) >= lim.max_half_open_per_principal)
+
+    def _half_open_add(self, key: tuple) -> None:
+        principal = key[2]
+        self._half_open[principal] = self._half_open.get(principal, 0) + 1
+        self._half_open_total += 1
+
+    def _half_open_done(self, key: tuple) -> None:
+        principal = key[2]
+        n = self._half_open.get(principal, 0) - 1
+        if n > 0:
+            self._half_open[principal] = n
+        else:
+            self._half_open.pop(principal, None)
+        self._half_open_total -= 1
+
     def _ack_timeout(self, key: tuple, e: Any, now: float, out: list) -> None:
+        if e.pending_sas is not None:
+            self._half_open_done(key)
         sas, e.pending_sas = e.pending_sas or [], None
         self._timers.cancel((Timer.ACK_WAIT, key))
         gone: dict[int, list[bytes]] = {}

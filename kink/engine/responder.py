@@ -246,6 +246,7 @@ class ResponderMixin(CreateMixin):
         for k, e in cache.put(key, entry):
             self._cache_gone(k, e, now, out)
         if pending is not None:
+            self._half_open_add(key)
             self._timers.set((Timer.ACK_WAIT, key), now + self._backoff.delay(1))
         self._send(out, reply, addr)
 
