@@ -195,3 +195,44 @@ def test_never_acked_three_way_creates_are_bounded_and_not_amplified(kit):
     print(f"\n{n} never-ACKed CREATEs -> {len(larval)} larval SAs at most, "
           f"{sent} datagrams out ({ratio:.2f} per datagram in)")
     assert ratio <= 1.25
+
+
+# --- a spoofer cannot drain a peer's allowance for unauthenticated work ---------------------
+
+
+def test_spoofed_bad_ap_reqs_do_not_starve_a_peer_that_authenticated_before(kit):
+    import dataclasses
+
+    from kink.kerberos.apreq import build_ap_req
+    from kinkd.config import Limits
+    from tests.support.simnet import config, peer
+
+    net, n1, n2 = pair(kit)
+    n2.engine._apply_config(config(
+        kit.realm.service("host2.kink.test"),
+        [peer("h1", A1, kit.realm.service("host1.kink.test"))],
+        limits=Limits(unauth_rate=0.001, unauth_burst=5)))
+    net.call(n1, "initiate", "h2", None, net.t(n1))
+    net.settle(5)
+    assert_paired(n1, n2)
+    # the spoofer sends AP-REQs with a broken ticket "from" host1's address
+    tk = n1.engine._peers["h2"].tickets[None]
+    raw = bytearray(tk.ticket_bytes)
+    raw[-5] ^= 0xFF  # inside the ticket's ciphertext: it will not decrypt
+    bad = dataclasses.replace(tk, ticket_bytes=bytes(raw))
+    for i in range(300):
+        ap_req, _, _ = build_ap_req(bad, net.t(n2))
+        data = wire.encode(wire.MessageType.STATUS, 0x5000 + i, [wire.ApReqPayload(1, ap_req)],
+                           key=(tk.enctype, tk.session_key))
+        net.apply(n2, n2.engine.receive(data, A1, net.t(n2), local=A2))
+    assert n2.engine.stats["dropped.rate-limited"] >= 290  # the allowance is spent
+    # host1 itself still gets through: its ticket is one host2 already decrypted
+    net.call(n1, "status", "h2", net.t(n1))
+    net.settle(5)
+    assert [e for e in n1.events if e.kind == EventKind.STATUS_DONE and e.epoch]
+    assert not [e for e in n1.events if e.kind == EventKind.PEER_DEAD]
+    assert n2.engine.stats["rate-limited.known-ticket"] >= 1
+    net.call(n1, "delete", "h2", None, net.t(n1))
+    net.settle(20)
+    assert not n2.engine.sas()
+    no_internal_errors(n1, n2)

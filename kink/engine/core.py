@@ -112,6 +112,8 @@ class EngineCore:
         self._child_cfg: dict[tuple[str, str], ChildConfig] = {}
         # (peer, local host, remote host) -> (children, compile_children(...))
         self._compiled: dict[tuple, tuple] = {}
+        #: a peer may roam: any source may speak for it (see responder._peer_for)
+        self._roamers = any(ps.cfg.roam for ps in self._peers.values())
         for ps in self._peers.values():
             self._by_host.setdefault(ps.cfg.address.host, []).append(ps)
             for pr in (ps.cfg.principal, *ps.cfg.allow_principals):

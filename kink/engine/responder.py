@@ -2,7 +2,9 @@
 
 Pipeline of a command (CREATE, DELETE, STATUS, ACK), cheap checks first so that an
 attacker cannot make us do crypto: header sanity (``wire.decode``, done by the facade)
--> per-source token bucket (``isakmp.ratelimit``) -> Kerberos AP-REQ (acceptor: ticket,
+-> per-source token bucket (``isakmp.ratelimit``; when spent, only AP-REQs whose ticket
+we already decrypted go on: they cost no ticket decryption, and a spoofer draining a
+peer's address cannot starve that peer) -> Kerberos AP-REQ (acceptor: ticket,
 authenticator, skew, replay cache) -> Cksum -> KINK_ENCRYPT -> the peer the principal
 belongs to (authorization) -> the authenticator recorded in the replay cache (only now: a
 refused request never fills it) -> epoch -> reply cache (a retransmitted command carries a fresh
@@ -101,8 +103,15 @@ class ResponderMixin(CreateMixin):
         host = addr[0]
         rl = self._rl
         if not rl.allow(host, now):
-            self._drop("rate-limited")
-            return None
+            # The source's allowance for unauthenticated work is spent (by it, or by a
+            # spoofer using its address). An AP-REQ with a ticket we already decrypted is
+            # still cheap to check (authenticator only), so a peer that authenticated
+            # before is not starved by someone draining its address's allowance.
+            if host not in self._by_host and not self._roamers or \
+                    not self.acceptor.knows_ticket(apreq.ap_req):
+                self._drop("rate-limited")
+                return None
+            self.stats["rate-limited.known-ticket"] += 1
         try:
             acc = self.acceptor.accept(apreq.ap_req, now, client_addr=host, store=False)
         except AcceptError as e:

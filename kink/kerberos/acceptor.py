@@ -347,6 +347,17 @@ class Acceptor:
         cache[raw_ticket] = entry
         return entry
 
+    def knows_ticket(self, ap_req_bytes: bytes) -> bool:
+        """Whether the AP-REQ carries a ticket this acceptor already decrypted (it is in
+        the ticket cache): accepting it costs no ticket decryption, only the
+        authenticator's. Tickets travel in clear, so this proves nothing about the sender;
+        it only says the work is cheap."""
+        try:
+            _opts, raw_ticket, _auth = _split_ap_req(ap_req_bytes)
+        except DecodeError:
+            return False
+        return raw_ticket in self._tickets
+
     # -- the checks -----------------------------------------------------------------
 
     def accept(self, ap_req_bytes: bytes, now: float, client_addr=None, *,
