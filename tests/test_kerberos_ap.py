@@ -572,3 +572,15 @@ def test_keytab_reloaded_on_kvno_miss(realm, tmp_path):
     assert found is not None and found.key == newkey
     assert kt.lookup(k.principal, None, 18) == found  # highest kvno
     assert kt.lookup(k.principal, k.kvno, 18) == k  # the old key stays usable
+
+
+def test_authenticator_times_stay_distinct_after_the_clock_steps_back():
+    """(ctime, cusec) never repeats within a second, also after a backward clock step
+    of more than a second (a later call at an earlier time must not pin the sequence)."""
+    from kink.kerberos.apreq import _fresh_time
+
+    later = [_fresh_time(5_000_000.0) for _ in range(3)]
+    assert len(set(later)) == 3
+    earlier = [_fresh_time(1_000_000.0) for _ in range(50)]
+    assert len(set(earlier)) == 50 and earlier == sorted(earlier)
+    assert earlier[0] == (1_000_000, 0)

@@ -52,13 +52,16 @@ _last_us = 0
 
 
 def _fresh_time(t: float) -> tuple[int, int]:
-    """(ctime, cusec) for time ``t``, bumped past the previous value if within 1 s of it."""
+    """(ctime, cusec) for time ``t``, bumped past the previous value if within 1 s of it.
+
+    A clock that stepped back by more than 1 s restarts the sequence there, so calls
+    made after the step are still distinct from each other."""
     global _last_us
     us = int(t * _US)
     with _lock:
         if _last_us - _US < us <= _last_us:
             us = _last_us + 1
-        _last_us = us if us > _last_us else _last_us
+        _last_us = us
     return divmod(us, _US)
 
 
