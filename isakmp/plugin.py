@@ -21,7 +21,7 @@ and, for daemons, the kernel interface (``isakmp.kernel``). A key exchange (KINK
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -101,7 +101,8 @@ class KeyExchangeEngine(Protocol):
 
     def rekey(self, peer: str, child: str | None, now: float) -> list: ...
 
-    def delete(self, peer: str, child: str | None, now: float) -> list: ...
+    def delete(self, peer: str, child: str | None, now: float, *,
+               select: Callable[[Any], bool] | None = None) -> list: ...
 
     def acquire(self, request: Any, now: float) -> list: ...
 

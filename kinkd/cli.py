@@ -92,7 +92,8 @@ def _kinkctl_parser() -> argparse.ArgumentParser:
     up.add_argument("target", metavar="PEER[/CHILD]")
     up.add_argument("--no-wait", action="store_true", help="return at once")
     up.add_argument("--as-user", action="store_true",
-                    help="use the caller's Kerberos ccache (kinit-then-connect)")
+                    help="in your own Kerberos name (kinit-then-connect): lends the daemon "
+                         "the peer's service ticket from your ccache")
     up.add_argument("--timeout", type=float, default=60.0)
     down = add("down", "delete the SAs of PEER (or one CHILD of it) with the peer")
     down.add_argument("target", metavar="PEER[/CHILD]")
@@ -206,10 +207,7 @@ def kinkctl_main(argv: list[str] | None = None) -> int:
             peer, child = _split_target(args.target)
             req = {"peer": peer, "child": child, "wait": not args.no_wait, "timeout": args.timeout}
             if args.as_user:
-                cc = os.environ.get("KRB5CCNAME") or f"FILE:/tmp/krb5cc_{os.getuid()}"
-                if cc.startswith("FILE:") or ":" not in cc:
-                    cc = "FILE:" + os.path.abspath(cc.removeprefix("FILE:"))
-                req.update(as_user=True, ccache=cc)
+                req.update(as_user=True, ticket=_lend_for(path, peer))
             r = call(path, "up", req, timeout=args.timeout + 5)
             if args.json:
                 return _json(r)
@@ -233,6 +231,24 @@ def kinkctl_main(argv: list[str] | None = None) -> int:
         return 1
     parser.print_help()
     return 2
+
+
+def _lend_for(path: str, peer: str) -> dict:
+    """kinit-then-connect: the service ticket for PEER's principal from the caller's own
+    credentials (KRB5CCNAME or libkrb5's default ccache: FILE, DIR, KEYRING, KCM), to lend
+    to the daemon. The daemon never opens the user's ccache."""
+    from kink.kerberos.errors import CredentialsError
+    from kinkd import lend
+    from kinkd.control import ControlError, call
+
+    info = next((p for p in call(path, "peers")["peers"] if p["name"] == peer), None)
+    if info is None:
+        raise ControlError(f"no peer named {peer!r} in the configuration")
+    try:
+        return lend.lend(info["principal"])
+    except CredentialsError as e:
+        raise ControlError(f"--as-user: no ticket for {info['principal']} from your "
+                           f"credentials: {e} (run kinit first)") from None
 
 
 def _peers_table(peers: list[dict]) -> str:

@@ -14,6 +14,7 @@ and the daemon's own settings (:class:`DaemonConfig`) defined here.
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import os
 import re
@@ -71,6 +72,12 @@ class DaemonConfig:
     backend: str = "memory"  # "memory" | "xfrm"
     control_socket: str = "/run/kinkd/control.sock"
     control_mode: int = 0o600
+    #: group whose members may use the control socket (status, up --as-user, down of
+    #: their own SAs); the socket then defaults to mode 0660
+    control_group: str | None = None
+    #: group whose members have root's rights on the control socket (reload, --show-keys,
+    #: down of anyone's SAs, up in the daemon's name)
+    admin_group: str | None = None
     log_level: str = "info"
     log_format: str = "text"  # "text" | "json"
     metrics_listen: Endpoint | None = None  # optional Prometheus TCP endpoint
@@ -275,7 +282,7 @@ def _str_list(c: _Ctx, data: dict, path: str, key: str, default: tuple = ()) -> 
 
 
 _DAEMON_KEYS = {"listen", "principal", "keytab", "ccache", "state_file", "backend", "control_socket",
-                "control_mode", "log_level", "log_format", "metrics_listen", "on_shutdown",
+                "control_mode", "control_group", "admin_group", "log_level", "log_format", "metrics_listen", "on_shutdown",
                 "user_to_user_responder", "timers", "limits", "testing"}
 _TIMER_KEYS = {"retransmit", "retransmit_max", "max_tries", "reply_cache", "delete_grace",
                "clock_skew", "kdc_backoff_max"}
@@ -351,7 +358,22 @@ def _daemon(c: _Ctx, t: dict, check_files: bool) -> tuple[DaemonConfig, Timers, 
     log_format = c.get(t, P, "log_format", str, default=d.log_format)
     if log_format not in ("text", "json"):
         raise c.fail(f"{P}.log_format", f"unknown format {log_format!r} (text or json)")
-    mode = c.get(t, P, "control_mode", (int, str), default=d.control_mode)
+    groups = {}
+    for key in ("control_group", "admin_group"):
+        g = c.get(t, P, key, (str, int), default=None)
+        if g is not None:
+            g = str(g)
+            if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?", g):
+                raise c.fail(f"{P}.{key}", f"bad group name {g!r}")
+            if check_files:
+                try:
+                    grp.getgrgid(int(g)) if g.isdigit() else grp.getgrnam(g)
+                except (KeyError, OverflowError):
+                    raise c.fail(f"{P}.{key}", f"no group {g!r} on this machine "
+                                 f"(create it: groupadd --system {g})") from None
+        groups[key] = g
+    default_mode = 0o660 if groups["control_group"] else d.control_mode
+    mode = c.get(t, P, "control_mode", (int, str), default=default_mode)
     if isinstance(mode, str):
         if not re.fullmatch(r"0?o?[0-7]{3,4}", mode):
             raise c.fail(f"{P}.control_mode", f"bad file mode {mode!r} (e.g. \"0600\")")
@@ -379,6 +401,8 @@ def _daemon(c: _Ctx, t: dict, check_files: bool) -> tuple[DaemonConfig, Timers, 
         backend=backend,
         control_socket=c.get(t, P, "control_socket", str, default=d.control_socket),
         control_mode=mode,
+        control_group=groups["control_group"],
+        admin_group=groups["admin_group"],
         log_level=log_level,
         log_format=log_format,
         metrics_listen=metrics_ep,

@@ -5,16 +5,22 @@ Response: ``{"ok": true, "result": {...}}\\n`` or ``{"ok": false, "error": "reas
 
 Commands (``kinkctl`` maps its subcommands 1:1): ``status``, ``sas`` (``show_keys``
 allowed for uid 0 only), ``peers``, ``stats``, ``metrics`` (Prometheus text in
-``result.text``), ``up`` (``peer``, ``child``, ``wait``, ``as_user``, ``ccache``),
+``result.text``), ``up`` (``peer``, ``child``, ``wait``, ``as_user``, ``ticket``),
 ``down`` (``peer``, ``child``), ``reload``. The server learns the caller's uid
-from SO_PEERCRED; the socket file is created with the configured mode (0600).
+from SO_PEERCRED; the socket file is created with the configured mode (0600, or 0660
+with a ``control_group``). ``up`` with ``as_user`` carries ``ticket``: the service
+ticket the user lends (see :mod:`kinkd.lend`). Which caller may run what is the
+daemon's decision (``Daemon.MEMBER_COMMANDS``).
 """
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import socket
+import stat
 import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -38,22 +44,68 @@ def peer_uid(sock: socket.socket) -> int | None:
 Handler = Callable[[str, dict[str, Any], int | None], Awaitable[Any]]
 
 
-async def serve(path: str, mode: int, handler: Handler):
-    """Start the asyncio Unix server at PATH (mode MODE); returns the server object."""
+def group_id(group: str | None) -> int | None:
+    """The gid of a group name or number (None: no group)."""
+    if group is None:
+        return None
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ControlError(f"no group {group!r} on this machine") from None
+
+
+def in_group(uid: int, group: str | None) -> bool:
+    """Whether the user ``uid`` is a member of ``group`` (primary or supplementary, per the
+    user database)."""
+    if group is None:
+        return False
+    try:
+        gid = group_id(group)
+        pw = pwd.getpwuid(uid)
+    except (ControlError, KeyError):
+        return False
+    return gid == pw.pw_gid or gid in os.getgrouplist(pw.pw_name, pw.pw_gid)
+
+
+async def serve(path: str, mode: int, handler: Handler, group: str | None = None):
+    """Start the asyncio Unix server at PATH (mode MODE, owned by GROUP if given).
+
+    With a group, the socket's directory, when it is the daemon's own (owned by this uid,
+    not world-writable), is handed to the group with search permission so that members
+    can reach the socket; everything else about it stays. Changing a file's group needs
+    membership of that group (or CAP_CHOWN): the shipped unit runs with ``Group=kinkd``."""
     import asyncio
 
+    gid = group_id(group)
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, mode=0o750 if gid is not None else 0o700, exist_ok=True)
     old = os.umask(0o777 & ~mode)
     try:
         server = await asyncio.start_unix_server(
             lambda r, w: _connection(r, w, handler), path=path, limit=MAX_LINE)
     finally:
         os.umask(old)
-    os.chmod(path, mode)
+    try:
+        if gid is not None:
+            os.chown(path, -1, gid)
+            st = os.stat(directory)
+            if st.st_uid == os.getuid() and not st.st_mode & stat.S_IWOTH \
+                    and not st.st_mode & stat.S_IXOTH:
+                if st.st_gid != gid:
+                    os.chown(directory, -1, gid)
+                os.chmod(directory, stat.S_IMODE(st.st_mode) | stat.S_IXGRP)
+        os.chmod(path, mode)
+    except OSError as e:
+        server.close()
+        raise ControlError(f"control socket {path}: cannot give it to group {group!r}: "
+                           f"{e.strerror} (the daemon must run with that group, e.g. "
+                           f"Group={group} in the unit)") from None
     return server
 
 

@@ -21,13 +21,12 @@ import socket
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from isakmp.kernel.statefile import read_state, write_state
 from isakmp.plugin import KeyExchangeEngine
 from kink.engine import api
-from kinkd import __version__, control, metrics
+from kinkd import __version__, control, lend, metrics
 from kinkd import config as cfgmod
 from kinkd.logs import enabled as log_enabled
 from kinkd.logs import log
@@ -37,18 +36,6 @@ PERSIST_DELAY = 0.2
 RX_BATCH = 64  # datagrams handled per read callback (one clock read, one timer re-arm)
 RX_MAX = 65535  # the largest UDP payload
 KDC_WORKERS = 4
-
-
-@dataclass
-class UserCreds:
-    """Handle for kinit-then-connect: a user's ccache, named by the control client."""
-
-    uid: int
-    ccache: str
-    principal: str | None = None
-
-    def __hash__(self) -> int:
-        return hash((self.uid, self.ccache))
 
 
 class UdpEndpoint(asyncio.DatagramProtocol):
@@ -122,7 +109,7 @@ class Daemon:
         self.kdc_inflight = 0
         self.waiters: dict[tuple[str, str | None], list[asyncio.Future]] = defaultdict(list)
         self.down_waiters: dict[str, list[asyncio.Future]] = defaultdict(list)
-        self.user_creds: dict[tuple[int, str], Any] = {}
+        self.lent = lend.LentTickets()  # kinit-then-connect: tickets users lent us (memory only)
         self.last_failure: dict[str, dict] = {}  # peer -> last negotiation failure (status)
         self.ticket_expiry: float | None = None
         self.backend_name = config.daemon.backend
@@ -201,7 +188,8 @@ class Daemon:
         await self.loop.run_in_executor(None, self._build_engine)
         for ep in d.listen:
             await self._listen(ep)
-        self.control_server = await control.serve(d.control_socket, d.control_mode, self._control)
+        self.control_server = await control.serve(d.control_socket, d.control_mode, self._control,
+                                                  group=d.control_group)
         if d.metrics_listen:
             self.metrics_server = await asyncio.start_server(
                 self._metrics_http, d.metrics_listen.host, d.metrics_listen.port)
@@ -345,14 +333,7 @@ class Daemon:
     def _creds_for(self, user: Any):
         if user is None:
             return self.credentials
-        from kink.kerberos.credentials import Credentials
-
-        key = (user.uid, user.ccache)
-        c = self.user_creds.get(key)
-        if c is None:
-            c = Credentials.from_ccache(user.ccache)
-            self.user_creds[key] = c
-        return c
+        return self.lent.get(user)
 
     def _kdc(self, work, answer) -> None:
         """Run WORK (a blocking libkrb5/KDC call) in a worker thread; hand its result or
@@ -570,10 +551,25 @@ class Daemon:
 
     # --- control ------------------------------------------------------------------------------
 
+    #: commands a member of the control group may run; everything else (reload, up in the
+    #: daemon's own name, down of SAs the caller does not own, sas --show-keys, commands
+    #: added later) stays with root, the daemon's own uid and the admin group
+    MEMBER_COMMANDS = frozenset({"status", "peers", "stats", "metrics", "sas", "up", "down"})
+
+    def is_admin(self, uid: int | None) -> bool:
+        if uid is None:
+            return False
+        if uid in (0, os.getuid()):
+            return True
+        return control.in_group(uid, self.config.daemon.admin_group)
+
     async def _control(self, cmd: str, args: dict, uid: int | None) -> Any:
         handler = getattr(self, f"_cmd_{cmd}", None)
         if handler is None:
             raise control.ControlError(f"unknown command {cmd!r}")
+        if cmd not in self.MEMBER_COMMANDS and not self.is_admin(uid):
+            raise control.ControlError(f"{cmd}: not allowed for uid {uid} (root or the admin "
+                                       f"group only)")
         return await handler(args, uid)
 
     async def _cmd_status(self, args: dict, uid: int | None) -> dict:
@@ -619,9 +615,10 @@ class Daemon:
 
     async def _cmd_sas(self, args: dict, uid: int | None) -> dict:
         show = bool(args.get("show_keys"))
-        if show and uid != 0:
-            raise control.ControlError("--show-keys is only allowed for root")
-        return {"sas": [sa_json(sa, show) for sa in self.engine.sas()]}
+        if show and not self.is_admin(uid):
+            raise control.ControlError("--show-keys is only allowed for root or the admin group")
+        meta = self.engine.sa_meta
+        return {"sas": [sa_json(sa, show, meta(sa.id)) for sa in self.engine.sas()]}
 
     async def _cmd_up(self, args: dict, uid: int | None) -> dict:
         peer, child = args.get("peer"), args.get("child")
@@ -632,11 +629,12 @@ class Daemon:
             raise control.ControlError(f"peer {peer!r} has no child named {child!r}")
         user = None
         if args.get("as_user"):
-            ccache = args.get("ccache")
-            if not isinstance(ccache, str) or not ccache:
-                raise control.ControlError("--as-user needs the caller's ccache name")
-            _check_ccache_owner(ccache, uid)
-            user = UserCreds(uid=uid if uid is not None else -1, ccache=ccache)
+            user = self._lent_user(args.get("ticket"), p, uid)
+        elif not self.is_admin(uid):
+            raise control.ControlError(
+                f"up: uid {uid} may only bring up SAs in its own name (kinit, then "
+                f"kinkctl up {peer} --as-user); the daemon's identity is for root and the "
+                f"admin group")
         children = [child] if child else [c.name for c in p.children]
         futs = []
         for c in children:
@@ -665,18 +663,51 @@ class Daemon:
         failed = [r for r in results if not r["ok"]]
         if failed:
             raise control.ControlError("; ".join(f"{r['child']}: {r['message']}" for r in failed))
-        return {"established": results, "sas": [sa_json(sa, False) for sa in self.engine.sas()
+        return {"established": results, "sas": [sa_json(sa, False, self.engine.sa_meta(sa.id)) for sa in self.engine.sas()
                                                  if sa.peer == peer and sa.child in children]}
+
+    def _lent_user(self, ticket: Any, p: Any, uid: int | None) -> lend.UserCreds:
+        """Take the service ticket a user lends for peer ``p`` (kinit-then-connect)."""
+        if uid is None:
+            raise control.ControlError("--as-user: cannot identify the caller (SO_PEERCRED)")
+        if ticket is None:
+            raise control.ControlError(
+                "--as-user: no ticket lent (this kinkctl is older than the daemon: the daemon "
+                "no longer reads users' ccaches)")
+        try:
+            st = lend.ticket_from_wire(ticket, time.time())
+        except lend.LendError as e:
+            raise control.ControlError(f"--as-user: {e}") from None
+        if st.server != p.principal:
+            raise control.ControlError(
+                f"--as-user: the lent ticket is for {st.server}, peer {p.name} is {p.principal}")
+        user = lend.UserCreds(uid=uid, principal=st.client)
+        self.lent.lend(user, st)
+        log("info", "ticket-lent", f"uid {uid} lent a ticket of {st.client} for {p.name}",
+            peer=p.name, principal=st.client, uid=uid, expires=st.endtime)
+        return user
 
     async def _cmd_down(self, args: dict, uid: int | None) -> dict:
         peer, child = args.get("peer"), args.get("child")
         p = self.config.peer(peer) if isinstance(peer, str) else None
         if p is None:
             raise control.ControlError(f"no peer named {peer!r} in the configuration")
+        meta = self.engine.sa_meta
         before = [sa for sa in self.engine.sas() if sa.peer == peer and (child is None or sa.child == child)]
+        select = None
+        if not self.is_admin(uid):
+            def select(user: Any) -> bool:
+                return isinstance(user, lend.UserCreds) and user.uid == uid
+
+            mine = [sa for sa in before if select(getattr(meta(sa.id), "user", None))]
+            if len(mine) < len(before) and not mine:
+                raise control.ControlError(
+                    f"down: uid {uid} owns none of the {len(before)} SAs with {peer}; only root "
+                    f"and the admin group may delete others' SAs")
+            before = mine
         fut = self.loop.create_future()
         self.down_waiters[peer].append(fut)
-        self._apply(self.engine.delete(peer, child, self.now()))
+        self._apply(self.engine.delete(peer, child, self.now(), select=select))
         if args.get("wait", True) and before:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(fut, float(args.get("timeout", 30)))
@@ -694,7 +725,8 @@ class Daemon:
             log("error", "reload-failed", str(e))
             raise control.ControlError(f"reload refused: {e}") from None
         changes = describe_changes(self.config, new)
-        for key in ("listen", "principal", "keytab", "backend", "control_socket"):
+        for key in ("listen", "principal", "keytab", "backend", "control_socket", "control_mode",
+                    "control_group"):
             if getattr(self.config.daemon, key) != getattr(new.daemon, key):
                 changes.append(f"daemon.{key} changed: needs a restart (kept the old value)")
         new = _keep_restart_only(self.config, new)
@@ -783,7 +815,7 @@ class Daemon:
         log("info", "stopped", "kinkd stopped")
 
 
-def sa_json(sa: Any, show_keys: bool) -> dict:
+def sa_json(sa: Any, show_keys: bool, meta: Any = None) -> dict:
     def hx(v):
         return None if v is None else f"0x{int(v):08x}"
 
@@ -804,6 +836,9 @@ def sa_json(sa: Any, show_keys: bool) -> dict:
         "expires_at": sa.hard_at,
         "local_ts": str(sel.local) if sel is not None else None,
         "remote_ts": str(sel.remote) if sel is not None else None,
+        # the authenticated identity of the other side, and the local user it is for
+        "remote_principal": getattr(meta, "remote_id", None),
+        "owner": getattr(meta, "owner", None),
     }
     if show_keys:
         def keys(km):
@@ -813,25 +848,6 @@ def sa_json(sa: Any, show_keys: bool) -> dict:
 
         out["keys"] = {"in": keys(sa.keys_in), "out": keys(sa.keys_out)}
     return out
-
-
-def _check_ccache_owner(ccache: str, uid: int | None) -> None:
-    """A user may only lend the daemon a FILE ccache that the user owns (root: any)."""
-    if uid is None:
-        raise control.ControlError("cannot identify the caller (SO_PEERCRED)")
-    kind, _, rest = ccache.partition(":")
-    if not rest:
-        kind, rest = "FILE", ccache
-    if kind.upper() != "FILE":
-        if uid == 0:
-            return
-        raise control.ControlError(f"only FILE ccaches can be used with --as-user (got {kind})")
-    try:
-        st = os.stat(rest)
-    except OSError as e:
-        raise control.ControlError(f"ccache {rest}: {e.strerror}") from None
-    if uid != 0 and st.st_uid != uid:
-        raise control.ControlError(f"ccache {rest} is not owned by the caller")
 
 
 def describe_changes(old: cfgmod.Config, new: cfgmod.Config) -> list[str]:
@@ -871,7 +887,8 @@ def _keep_restart_only(old: cfgmod.Config, new: cfgmod.Config) -> cfgmod.Config:
 
     d = replace(new.daemon, listen=old.daemon.listen, principal=old.daemon.principal,
                 keytab=old.daemon.keytab, backend=old.daemon.backend,
-                control_socket=old.daemon.control_socket)
+                control_socket=old.daemon.control_socket, control_mode=old.daemon.control_mode,
+                control_group=old.daemon.control_group)
     return replace(new, daemon=d)
 
 

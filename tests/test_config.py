@@ -190,3 +190,20 @@ def test_test_knob_allowed_in_test_bed(keytab, monkeypatch):
 def test_unreadable_file(tmp_path):
     with pytest.raises(cfg.ConfigError, match="cannot read"):
         cfg.load(tmp_path / "nope.toml")
+
+
+def test_control_group_keys(keytab):
+    text = good(keytab)
+    c = cfg.loads(text)
+    assert c.daemon.control_group is None and c.daemon.control_mode == 0o600
+    c = cfg.loads(text.replace("[daemon]", '[daemon]\ncontrol_group = "root"\nadmin_group = 0', 1))
+    assert c.daemon.control_group == "root" and c.daemon.admin_group == "0"
+    assert c.daemon.control_mode == 0o660  # a group needs group access to the socket
+    c = cfg.loads(text.replace("[daemon]", '[daemon]\ncontrol_group = "root"\n'
+                                           'control_mode = "0600"', 1))
+    assert c.daemon.control_mode == 0o600  # an explicit mode is kept
+    with pytest.raises(cfg.ConfigError, match=r"daemon\.control_group: no group 'kinkd-nosuch' "
+                                              r"on this machine \(create it: groupadd"):
+        cfg.loads(text.replace("[daemon]", '[daemon]\ncontrol_group = "kinkd-nosuch"', 1), "g.toml")
+    with pytest.raises(cfg.ConfigError, match=r"daemon\.admin_group: bad group name"):
+        cfg.loads(text.replace("[daemon]", '[daemon]\nadmin_group = "a b"', 1), "g.toml")

@@ -31,6 +31,7 @@ children; one CREATE per child at a time (:meth:`Engine.acquire`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from isakmp.events import Address, DeleteDone, InternalError
@@ -157,15 +158,20 @@ class Engine(LifecycleMixin, DeleteMixin, StatusMixin, GetTgtMixin, ResponderMix
                                      replaces=[r.id for r in cur], force=True)
         return out
 
-    def delete(self, peer: str, child: str | None, now: float) -> list:
-        """DELETE the SAs of a peer (or of one of its children) with the peer."""
+    def delete(self, peer: str, child: str | None, now: float, *,
+               select: Callable[[Any], bool] | None = None) -> list:
+        """DELETE the SAs of a peer (or of one of its children) with the peer.
+
+        ``select``: only the pairs whose user handle (as given to ``initiate``; None for
+        the daemon's own identity) it accepts."""
         out: list = []
         p = self._peers.get(peer)
         if p is None:
             return out
         recs = self.sadb.by_peer(p.name) if child is None else self.sadb.by_child(p.name, child)
         meta = self.children.meta
-        recs = [r for r in recs if not meta(r.id).deleting]
+        recs = [r for r in recs if not meta(r.id).deleting
+                and (select is None or select(meta(r.id).user))]
         if not recs:
             out.append(DeleteDone(p.name, child, 0, "requested", "no SA to delete"))
             return out
