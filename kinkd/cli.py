@@ -95,6 +95,10 @@ def _kinkctl_parser() -> argparse.ArgumentParser:
                     help="in your own Kerberos name (kinit-then-connect): lends the daemon "
                          "the peer's service ticket from your ccache")
     up.add_argument("--timeout", type=float, default=60.0)
+    mon = add("monitor", "stream events as they happen (SA up/down/rekeyed, failures, "
+                         "peers dead or restarted) until interrupted")
+    mon.add_argument("--count", type=int, default=0, metavar="N",
+                     help="stop after N events (default: run until interrupted)")
     down = add("down", "delete the SAs of PEER (or one CHILD of it) with the peer")
     down.add_argument("target", metavar="PEER[/CHILD]")
     down.add_argument("--no-wait", action="store_true")
@@ -172,10 +176,13 @@ def kinkctl_main(argv: list[str] | None = None) -> int:
             if args.json:
                 return _json(r)
             rows = [[s["peer"], s["child"], s["protocol"], s["spi_in"], s["spi_out"], s["transform"],
-                     s["mode"], s["state"], _fmt_time(s["established_at"]), _fmt_time(s["expires_at"])]
+                     s["mode"], s["state"], _fmt_time(s["established_at"]), _fmt_time(s["expires_at"]),
+                     # whose SA: the local user it was brought up for, else the other side
+                     (f"{s['owner']} (user)" if s.get("owner") else s.get("remote_principal") or "-"),
+                     f"{s.get('local_ts') or '-'} <-> {s.get('remote_ts') or '-'}"]
                     for s in r["sas"]]
             print(_table(rows, ["PEER", "CHILD", "PROTO", "SPI-IN", "SPI-OUT", "TRANSFORM", "MODE",
-                                "STATE", "ESTABLISHED", "EXPIRES"]))
+                                "STATE", "ESTABLISHED", "EXPIRES", "PRINCIPAL", "TRAFFIC"]))
             if args.show_keys:
                 for s in r["sas"]:
                     k = s.get("keys") or {}
@@ -219,6 +226,8 @@ def kinkctl_main(argv: list[str] | None = None) -> int:
             for s in r.get("sas", []):
                 print(f"  {s['protocol']} in {s['spi_in']} out {s['spi_out']} {s['transform']} {s['mode']}")
             return 0
+        if args.cmd == "monitor":
+            return _monitor(path, args)
         if args.cmd == "down":
             peer, child = _split_target(args.target)
             r = call(path, "down", {"peer": peer, "child": child, "wait": not args.no_wait})
@@ -231,6 +240,31 @@ def kinkctl_main(argv: list[str] | None = None) -> int:
         return 1
     parser.print_help()
     return 2
+
+
+def _monitor(path: str, args) -> int:
+    """kinkctl monitor: one line per event, text or JSON lines."""
+    import time
+
+    from kinkd.control import stream
+
+    n = 0
+    try:
+        for item in stream(path, "monitor"):
+            if args.json:
+                print(json.dumps(item, default=str), flush=True)
+            elif "dropped" in item:
+                print(f"-- {item['dropped']} events dropped (monitor too slow)", flush=True)
+            else:
+                t = time.strftime("%H:%M:%S", time.localtime(item.get("time", 0)))
+                where = "/".join(x for x in (item.get("peer"), item.get("child")) if x)
+                print(f"{t} {item.get('event')} {where or '-'}: {item.get('message')}", flush=True)
+            n += 1
+            if args.count and n >= args.count:
+                break
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def _lend_for(path: str, peer: str) -> dict:

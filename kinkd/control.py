@@ -32,6 +32,41 @@ class ControlError(Exception):
     pass
 
 
+class Stream:
+    """A command's result that is a stream of JSON objects (``monitor``): after
+    ``{"ok": true, "stream": true}`` each item is one line, until either side closes.
+
+    The producer calls :meth:`put`; a subscriber that does not keep up loses items (the
+    queue is bounded) and is told how many with ``{"dropped": N}``."""
+
+    def __init__(self, maxsize: int = 1024, on_close: Callable[[], None] | None = None):
+        import asyncio
+
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize)
+        self.dropped = 0
+        self.closed = False
+        self.on_close = on_close
+
+    def put(self, item: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        if self.dropped and not self.queue.full():
+            self.queue.put_nowait({"dropped": self.dropped})
+            self.dropped = 0
+        if self.queue.full():
+            self.dropped += 1
+        else:
+            self.queue.put_nowait(item)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.on_close is not None:
+                self.on_close()
+            if not self.queue.full():
+                self.queue.put_nowait(None)  # wakes the writer, which then ends
+
+
 def peer_uid(sock: socket.socket) -> int | None:
     try:
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -127,6 +162,9 @@ async def _connection(reader, writer, handler: Handler) -> None:
                 if not isinstance(args, dict):
                     raise ValueError("'args' must be an object")
                 result = await handler(req["cmd"], args, uid)
+                if isinstance(result, Stream):
+                    await _stream(reader, writer, result)
+                    break
                 resp = {"ok": True, "result": result}
             except ControlError as e:
                 resp = {"ok": False, "error": str(e)}
@@ -140,6 +178,55 @@ async def _connection(reader, writer, handler: Handler) -> None:
         writer.close()
 
 
+async def _stream(reader, writer, stream: Stream) -> None:
+    """Write a stream's items until the client goes away (EOF on its side) or it ends."""
+    import asyncio
+
+    gone = asyncio.ensure_future(reader.read(1))  # the client sends nothing more: EOF ends it
+    try:
+        writer.write(b'{"ok": true, "stream": true}\n')
+        await writer.drain()
+        while True:
+            item = asyncio.ensure_future(stream.queue.get())
+            done, _ = await asyncio.wait({item, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if item not in done:
+                item.cancel()
+                return
+            if item.result() is None:
+                return
+            writer.write(json.dumps(item.result(), default=str).encode() + b"\n")
+            await writer.drain()
+    finally:
+        gone.cancel()
+        stream.close()
+
+
+def stream(path: str, cmd: str, args: dict[str, Any] | None = None):
+    """Send a streaming request; yields the items until the daemon closes (ControlError
+    for a refusal). Stops when the caller stops iterating."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            s.connect(path)
+        except FileNotFoundError:
+            raise ControlError(f"no daemon control socket at {path} (is kinkd running?)") from None
+        except PermissionError:
+            raise ControlError(f"permission denied on {path} (run as root or a member of the "
+                               f"daemon's control_group)") from None
+        s.sendall(json.dumps({"cmd": cmd, "args": args or {}}).encode() + b"\n")
+        f = s.makefile("rb")
+        first = f.readline(MAX_LINE)
+        if not first:
+            raise ControlError("daemon closed the connection")
+        head = json.loads(first)
+        if not head.get("ok"):
+            raise ControlError(head.get("error") or "request failed")
+        for line in f:
+            yield json.loads(line)
+    finally:
+        s.close()
+
+
 def call(path: str, cmd: str, args: dict[str, Any] | None = None, timeout: float | None = 30.0) -> Any:
     """Send one request to the daemon at PATH and return its result (raises ControlError)."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -150,7 +237,8 @@ def call(path: str, cmd: str, args: dict[str, Any] | None = None, timeout: float
         except FileNotFoundError:
             raise ControlError(f"no daemon control socket at {path} (is kinkd running?)") from None
         except PermissionError:
-            raise ControlError(f"permission denied on {path} (run as root or the daemon's user)") from None
+            raise ControlError(f"permission denied on {path} (run as root or a member of the "
+                               f"daemon's control_group)") from None
         except ConnectionRefusedError:
             raise ControlError(f"daemon not accepting connections on {path}") from None
         s.sendall(json.dumps({"cmd": cmd, "args": args or {}}).encode() + b"\n")

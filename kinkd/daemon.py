@@ -109,6 +109,7 @@ class Daemon:
         self.kdc_inflight = 0
         self.waiters: dict[tuple[str, str | None], list[asyncio.Future]] = defaultdict(list)
         self.down_waiters: dict[str, list[asyncio.Future]] = defaultdict(list)
+        self.monitors: set[control.Stream] = set()  # kinkctl monitor subscribers
         self.lent = lend.LentTickets()  # kinit-then-connect: tickets users lent us (memory only)
         self.last_failure: dict[str, dict] = {}  # peer -> last negotiation failure (status)
         self.ticket_expiry: float | None = None
@@ -383,13 +384,18 @@ class Daemon:
         established = t is api.SAEstablished and not ev.rekeyed
         waited = (established and (self.waiters or peer in self.last_failure)) \
             or t is api.NegotiationFailed or t is api.ShutdownDone
-        if not (waited or log_enabled(level_of(ev))):
+        if not (waited or self.monitors or log_enabled(level_of(ev))):
             if t is api.DeleteDone:
                 self._answer_down(peer)
             return  # neither logged nor waited for: not worded at all
         level, message, fields = present(ev)
         if log_enabled(level):
             log(level, str(kind), message, peer=peer, child=ev.child, **fields)
+        if self.monitors:
+            item = {"time": round(time.time(), 3), "event": str(kind), "level": level,
+                    "peer": peer, "child": ev.child, "message": message, **fields}
+            for m in self.monitors:
+                m.put(item)
         if established or t is api.NegotiationFailed:
             if peer is not None:
                 if established:
@@ -554,7 +560,9 @@ class Daemon:
     #: commands a member of the control group may run; everything else (reload, up in the
     #: daemon's own name, down of SAs the caller does not own, sas --show-keys, commands
     #: added later) stays with root, the daemon's own uid and the admin group
-    MEMBER_COMMANDS = frozenset({"status", "peers", "stats", "metrics", "sas", "up", "down"})
+    MEMBER_COMMANDS = frozenset({"status", "peers", "stats", "metrics", "sas", "up", "down",
+                                 "monitor"})
+    MAX_MONITORS = 32
 
     def is_admin(self, uid: int | None) -> bool:
         if uid is None:
@@ -578,7 +586,8 @@ class Daemon:
         return {
             "daemon": {"version": __version__, "pid": os.getpid(), "uptime": round(time.time() - self.started, 1),
                        "config": self.config_path, "backend": self.backend_name, "kernel": self.kernel_note,
-                       "epoch": self.epoch, "listen": [str(x) for x in d.listen]},
+                       "epoch": self.epoch, "listen": [str(x) for x in d.listen],
+                       "monitors": len(self.monitors)},
             "identity": {"principal": d.principal, "keytab": d.keytab, "ticket_expiry": self.ticket_expiry},
             "peers": self._peers(),
             "sas": len(list(e.sas())),
@@ -602,6 +611,15 @@ class Daemon:
                         "transactions": st.get("transactions", 0),
                         "last_failure": self.last_failure.get(st["name"])})
         return out
+
+    async def _cmd_monitor(self, args: dict, uid: int | None) -> control.Stream:
+        """Stream engine events (SA up/down/rekeyed, failures with reason, peers dead or
+        restarted) as they happen; bounded per subscriber and in number."""
+        if len(self.monitors) >= self.MAX_MONITORS:
+            raise control.ControlError(f"too many monitors (at most {self.MAX_MONITORS})")
+        s = control.Stream(on_close=lambda: self.monitors.discard(s))
+        self.monitors.add(s)
+        return s
 
     async def _cmd_peers(self, args: dict, uid: int | None) -> dict:
         return {"peers": self._peers()}
@@ -797,6 +815,8 @@ class Daemon:
             self.timer.cancel()
         for _, transport in self.transports:
             transport.close()
+        for m in list(self.monitors):
+            m.close()
         if self.control_server is not None:
             self.control_server.close()
             with contextlib.suppress(FileNotFoundError):

@@ -218,6 +218,8 @@ def test_kinit_then_connect(pair, tmp_path):
     assert "established" in r.stdout
     assert_matching(n1.ctl_json("sas")["sas"], n2.ctl_json("sas")["sas"])
     assert "alice@KINK.TEST" in n2.log()
+    assert "alice@KINK.TEST (user)" in n1.ctl("sas").stdout  # whose SA it is, locally
+    assert "alice@KINK.TEST" in n2.ctl("sas").stdout  # and who brought it up, remotely
 
 
 def test_user_not_allowed_is_refused(pair, tmp_path):
@@ -289,3 +291,48 @@ def test_ipv6_json_logs_and_metrics_endpoint(realm, tmp_path):
     finally:
         for n in (n1, n2):
             n.stop()
+
+
+def test_monitor_streams_events(pair):
+    """kinkctl monitor: SA up and down (with hex SPIs) and a failure with its reason arrive
+    as JSON lines while they happen; the daemon forgets the subscriber when it goes."""
+    n1, n2 = pair
+    n1.start()
+    n2.start()
+    mon = subprocess.Popen([str(BIN / "kinkctl"), "--socket", n1.socket, "monitor", "--json"],
+                           stdout=subprocess.PIPE, text=True, env=n1.env())
+    text = subprocess.Popen([str(BIN / "kinkctl"), "--socket", n1.socket, "monitor",
+                             "--count", "1"], stdout=subprocess.PIPE, text=True, env=n1.env())
+    try:
+        deadline = time.monotonic() + 10
+        while n1.ctl_json("status")["daemon"]["monitors"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        n1.ctl("up", "host2")
+        n1.ctl("down", "host2")
+        n2.stop()
+        n1.ctl("up", "host2", "--timeout", "10", check=False)  # nobody answers: fails
+        events = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "negotiation-failed" not in [e["event"] for e in events]:
+            line = mon.stdout.readline()
+            if not line:
+                break
+            events.append(json.loads(line))
+        kinds = [e["event"] for e in events]
+        assert "sa-established" in kinds and "sa-deleted" in kinds and "negotiation-failed" in kinds
+        up = events[kinds.index("sa-established")]
+        assert up["peer"] == "host2" and up["child"] == "pg"
+        assert re.fullmatch(r"0x[0-9a-f]{8}", up["spi_in"]), up
+        failed = events[kinds.index("negotiation-failed")]
+        assert failed["reason"] and failed["peer"] == "host2"
+        assert text.wait(10) == 0
+        assert re.match(r"\d\d:\d\d:\d\d negotiation-started host2/pg: ", text.stdout.read())
+    finally:
+        mon.kill()
+        mon.wait()
+        text.kill()
+        text.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and n1.ctl_json("status")["daemon"]["monitors"]:
+        time.sleep(0.1)
+    assert n1.ctl_json("status")["daemon"]["monitors"] == 0
