@@ -793,9 +793,10 @@ def _child(c: _Ctx, t: dict, path: str, daemon: DaemonConfig, peer_address: Endp
                                         "are both set (the AH ones would never be offered)")
     lifetime = 3600.0
     with c.check():
-        lifetime = c.convert(f"{path}.lifetime", parse_duration, t.get("lifetime", "1h"))
-        if lifetime < 60:
+        life = c.convert(f"{path}.lifetime", parse_duration, t.get("lifetime", "1h"))
+        if life < 60:
             raise c.fail(f"{path}.lifetime", "must be at least 60s")
+        lifetime = life
     rekey = lifetime * 0.9
     with c.check():
         rekey = c.convert(f"{path}.rekey_time", parse_duration, t.get("rekey_time", lifetime * 0.9))
