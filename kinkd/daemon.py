@@ -750,7 +750,8 @@ class Daemon:
                     "max_skew": limit}
         kdc = int(creds.times.authtime)
         local = (t0 + t1) / 2 + d.clock_offset
-        skew = round(local - kdc, 1)  # > 0: our clock is ahead of the KDC's
+        # authtime is the KDC's time truncated to the second: compare with its middle
+        skew = round(local - (kdc + 0.5), 1)  # > 0: our clock is ahead of the KDC's (+-0.5s)
         out = {"ok": abs(skew) < limit, "kdc_time": kdc, "local_time": round(local, 3),
                "skew": skew, "max_skew": limit}
         if not out["ok"]:
