@@ -285,3 +285,22 @@ def test_control_command_crash_is_an_error_reply(tmp_path):
             server.close()
 
     asyncio.run(main())
+
+
+def test_keytab_with_unsupported_enctypes_only(keytab, monkeypatch):
+    """Online: keys of the principal exist, but none of an enctype the engine implements."""
+    from isakmp.secret import Secret
+    from kink.kerberos import keytab as ktmod
+
+    def fake(name):
+        return [ktmod.ServiceKey("kink/h1.kink.test@KINK.TEST", 1, 16, Secret(b"k" * 24)),
+                ktmod.ServiceKey("kink/h1.kink.test@KINK.TEST", 1, 23, Secret(b"k" * 16))]
+
+    monkeypatch.setattr(ktmod, "load_keytab", fake)
+    with pytest.raises(cfg.ConfigError) as ei:
+        cfg.loads(text_of(keytab), "c.toml", check_keytab=True)
+    assert str(ei.value) == (
+        f"c.toml:4: daemon.keytab: keytab {keytab}: the keys of kink/h1.kink.test@KINK.TEST have "
+        "enctypes the engine does not support (des3-cbc-sha1 (16), arcfour-hmac (23); supported: "
+        "aes128-cts-hmac-sha1-96 (17), aes256-cts-hmac-sha1-96 (18), aes128-cts-hmac-sha256-128 "
+        "(19), aes256-cts-hmac-sha384-192 (20))")
