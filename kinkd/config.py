@@ -643,7 +643,9 @@ def _peer(c: _Ctx, t: dict, path: str, daemon: DaemonConfig) -> PeerConfig | Non
             raise c.fail(f"{path}.name", f"bad name {name!r} (letters, digits, '.', '_', ':', '-')")
     with c.check():
         address = c.convert(f"{path}.address", parse_endpoint, c.get(t, path, "address", str, required=True))
-    if address is not None and not any((":" in ep.host) == (":" in address.host) for ep in daemon.listen):
+    listen_ok = not any(e.key.startswith("daemon.listen") for e in c.errors)
+    if address is not None and listen_ok and \
+            not any((":" in ep.host) == (":" in address.host) for ep in daemon.listen):
         fam = "IPv6" if ":" in address.host else "IPv4"
         c.error(f"{path}.address", f"{fam} peer, but daemon.listen has no {fam} address "
                                    f"(KINK to {address.host} could not be sent)")
