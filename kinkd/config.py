@@ -3,9 +3,12 @@
 The vocabulary follows strongSwan's swanctl.conf so administrators feel at home:
 ESP proposal keywords (``aes128gcm16``, ``aes256-sha256``, optionally with a PFS
 group ``-modp2048``), traffic selectors (``198.18.0.2/32[tcp/5432]``), durations
-(``1h``, ``90s``, ``1h30m``). Every problem is reported as a :class:`ConfigError`
-naming the file, the key path (``peer[0].child[1].esp_proposals``), the line
-where it can be found, and the reason; nothing starts on a bad config.
+(``1h``, ``90s``, ``1h30m``). Every problem is a :class:`ConfigIssue` naming the file,
+the key path (``peer[0].child[1].esp_proposals``), the line where it can be found, and
+the reason; the loader goes on past a bad key and raises one :class:`ConfigError` with
+all of them, so nothing starts (or reloads) on a bad config. Proposals are checked
+against what the engine can key and the DH groups it implements; weak algorithms are
+warnings (``Config.warnings``, ``ConfigError.warnings``).
 
 The values are typed dataclasses: the framework's ``isakmp.policy.ChildConfig`` and
 ``isakmp.selectors.TrafficSelector``, KINK's ``kink.config`` peers, timers and limits,
