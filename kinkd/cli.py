@@ -24,7 +24,12 @@ def _kinkd_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"kinkd {__version__}")
     p.add_argument("--config", "-c", metavar="FILE", help="TOML configuration file")
-    p.add_argument("--check-config", metavar="FILE", help="validate FILE and exit (0 = valid)")
+    p.add_argument("--check-config", metavar="FILE",
+                   help="validate FILE as strictly as start-up and exit (0 = valid; every error "
+                        "and warning is printed as file:line: key: reason)")
+    p.add_argument("--offline", action="store_true",
+                   help="with --check-config: skip the checks that need this machine's files "
+                        "(the keytab)")
     p.add_argument("--log-format", choices=["text", "json"], help="override daemon.log_format")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                    help="override daemon.log_level")
@@ -37,21 +42,17 @@ def kinkd_main(argv: list[str] | None = None) -> int:
     parser = _kinkd_parser()
     args = parser.parse_args(argv)
     if args.check_config:
-        try:
-            c = cfgmod.load(args.check_config)
-        except cfgmod.ConfigError as e:
-            print(f"kinkd: {e}", file=sys.stderr)
-            return 1
-        n = sum(len(p.children) for p in c.peers)
-        print(f"{args.check_config}: OK ({len(c.peers)} peers, {n} children)")
-        return 0
+        return check_config(args.check_config, offline=args.offline)
+    if args.offline:
+        parser.error("--offline goes with --check-config")
     if not args.config:
         parser.print_help()
         return 0
     try:
-        c = cfgmod.load(args.config)
+        c = cfgmod.load(args.config, check_keytab=True)
     except cfgmod.ConfigError as e:
-        print(f"kinkd: {e}", file=sys.stderr)
+        _print_issues(e.warnings + e.errors)
+        print(f"kinkd: {args.config}: {_count(len(e.errors), 'error')}, not started", file=sys.stderr)
         return 1
     from dataclasses import replace
 
@@ -63,7 +64,40 @@ def kinkd_main(argv: list[str] | None = None) -> int:
     from kinkd import daemon, logs
 
     logs.setup(c.daemon.log_level, c.daemon.log_format)
+    for w in c.warnings:
+        logs.log("warning", "config-warning", str(w))
     return asyncio.run(daemon.run(c, os.path.abspath(args.config)))
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def _print_issues(issues) -> None:
+    """Errors and warnings in file order (issues without a line first)."""
+    for i in sorted(issues, key=lambda i: i.line or 0):
+        print(i, file=sys.stderr)
+
+
+def check_config(path: str, offline: bool = False) -> int:
+    """``kinkd --check-config``: every error and warning, exit 1 on errors. Online (the
+    default) it also reads the keytab as start-up does; ``offline`` skips this machine's
+    files."""
+    from kinkd import config as cfgmod
+
+    try:
+        c = cfgmod.load(path, check_files=not offline, check_keytab=not offline)
+    except cfgmod.ConfigError as e:
+        _print_issues(e.warnings + e.errors)
+        print(f"kinkd: {path}: {_count(len(e.errors), 'error')}, {_count(len(e.warnings), 'warning')}",
+              file=sys.stderr)
+        return 1
+    _print_issues(c.warnings)
+    n = sum(len(p.children) for p in c.peers)
+    note = ", offline: keytab not checked" if offline else ""
+    warn = f", {_count(len(c.warnings), 'warning')}" if c.warnings else ""
+    print(f"{path}: OK ({len(c.peers)} peers, {n} children{warn}{note})")
+    return 0
 
 
 # --- kinkctl ---------------------------------------------------------------------------
@@ -88,6 +122,11 @@ def _kinkctl_parser() -> argparse.ArgumentParser:
     add("stats", "counters")
     add("metrics", "Prometheus text exposition")
     add("reload", "re-read the configuration file (like SIGHUP)")
+    chk = add("check", "online check of PEER: a ticket for its principal, our clock against "
+                       "the KDC's, and a STATUS to the peer (exit 1 if any fails)")
+    chk.add_argument("peer", metavar="PEER")
+    chk.add_argument("--timeout", type=float, default=30.0,
+                     help="seconds to wait for the peer's STATUS answer")
     up = add("up", "negotiate the SAs of PEER (or one CHILD of it)")
     up.add_argument("target", metavar="PEER[/CHILD]")
     up.add_argument("--no-wait", action="store_true", help="return at once")
@@ -209,7 +248,17 @@ def kinkctl_main(argv: list[str] | None = None) -> int:
             if args.json:
                 return _json(r)
             print("reloaded: " + ("; ".join(r["changes"]) or "no changes"))
+            for w in r.get("warnings") or ():
+                print(w)
             return 0
+        if args.cmd == "check":
+            r = call(path, "check", {"peer": args.peer, "timeout": args.timeout},
+                     timeout=args.timeout + 60)
+            if args.json:
+                _json(r)
+            else:
+                print(_check_text(r))
+            return 0 if r["ok"] else 1
         if args.cmd == "up":
             peer, child = _split_target(args.target)
             req = {"peer": peer, "child": child, "wait": not args.no_wait, "timeout": args.timeout}
@@ -283,6 +332,33 @@ def _lend_for(path: str, peer: str) -> dict:
     except CredentialsError as e:
         raise ControlError(f"--as-user: no ticket for {info['principal']} from your "
                            f"credentials: {e} (run kinit first)") from None
+
+
+def _check_text(r: dict) -> str:
+    def mark(part: dict) -> str:
+        return "ok  " if part.get("ok") else "FAIL"
+
+    t, c, s = r["ticket"], r["clock"], r["status"]
+    lines = [f"{r['peer']} ({r['address']}, {r['principal']}): {'OK' if r['ok'] else 'FAILED'}"]
+    if t.get("ok"):
+        what = f"{t['kind']} for {t['server']}, enctype {t['enctype']}, valid until {_fmt_time(t['endtime'])}"
+    else:
+        what = t.get("error")
+    lines.append(f"  ticket  {mark(t)}  {what}")
+    if "skew" in c:
+        side = "ahead of" if c["skew"] > 0 else "behind"
+        what = f"{abs(c['skew']):g}s {side} the KDC (limit {c['max_skew']:g}s)"
+    else:
+        what = c.get("error")
+    if c.get("peer_offset"):
+        what += f"; offset learned from the peer: {c['peer_offset']:g}s"
+    lines.append(f"  clock   {mark(c)}  {what}")
+    if s.get("ok"):
+        what = f"answered in {s['elapsed']:g}s" + (f", epoch {s['epoch']}" if s.get("epoch") else "")
+    else:
+        what = s.get("error")
+    lines.append(f"  status  {mark(s)}  {what}")
+    return "\n".join(lines)
 
 
 def _peers_table(peers: list[dict]) -> str:

@@ -6,11 +6,12 @@ Response: ``{"ok": true, "result": {...}}\\n`` or ``{"ok": false, "error": "reas
 Commands (``kinkctl`` maps its subcommands 1:1): ``status``, ``sas`` (``show_keys``
 allowed for uid 0 only), ``peers``, ``stats``, ``metrics`` (Prometheus text in
 ``result.text``), ``up`` (``peer``, ``child``, ``wait``, ``as_user``, ``ticket``),
-``down`` (``peer``, ``child``), ``reload``. The server learns the caller's uid
-from SO_PEERCRED; the socket file is created with the configured mode (0600, or 0660
-with a ``control_group``). ``up`` with ``as_user`` carries ``ticket``: the service
-ticket the user lends (see :mod:`kinkd.lend`). Which caller may run what is the
-daemon's decision (``Daemon.MEMBER_COMMANDS``).
+``down`` (``peer``, ``child``), ``reload``, ``check`` (``peer``, ``timeout``), ``monitor``
+(a stream). A command that fails unexpectedly answers ``{"ok": false, "error": "internal
+error: ..."}``. The server learns the caller's uid from SO_PEERCRED; the socket file is
+created with the configured mode (0600, or 0660 with a ``control_group``). ``up`` with
+``as_user`` carries ``ticket``: the service ticket the user lends (see :mod:`kinkd.lend`).
+Which caller may run what is the daemon's decision (``Daemon.MEMBER_COMMANDS``).
 """
 
 from __future__ import annotations
@@ -154,6 +155,7 @@ async def _connection(reader, writer, handler: Handler) -> None:
                 break
             if not line:
                 break
+            req = None
             try:
                 req = json.loads(line)
                 if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
@@ -170,6 +172,12 @@ async def _connection(reader, writer, handler: Handler) -> None:
                 resp = {"ok": False, "error": str(e)}
             except ValueError as e:
                 resp = {"ok": False, "error": f"bad request: {e}"}
+            except Exception as e:  # noqa: BLE001 - a failing command answers, never hangs up
+                from kinkd.logs import log
+
+                log("error", "control-failed", f"{type(e).__name__}: {e}",
+                    cmd=req.get("cmd") if isinstance(req, dict) else None)
+                resp = {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"}
             writer.write(json.dumps(resp, default=str).encode() + b"\n")
             await writer.drain()
     except ConnectionError:

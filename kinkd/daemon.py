@@ -109,6 +109,7 @@ class Daemon:
         self.kdc_inflight = 0
         self.waiters: dict[tuple[str, str | None], list[asyncio.Future]] = defaultdict(list)
         self.down_waiters: dict[str, list[asyncio.Future]] = defaultdict(list)
+        self.status_waiters: dict[str, list[asyncio.Future]] = defaultdict(list)  # kinkctl check
         self.monitors: set[control.Stream] = set()  # kinkctl monitor subscribers
         self.lent = lend.LentTickets()  # kinit-then-connect: tickets users lent us (memory only)
         self.last_failure: dict[str, dict] = {}  # peer -> last negotiation failure (status)
@@ -198,7 +199,8 @@ class Daemon:
             self._start_xfrm()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(self.stop(s)))
-        self.loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        self.loop.add_signal_handler(signal.SIGHUP,
+                                     lambda: asyncio.ensure_future(self._reload_signal()))
         self.stopped = asyncio.Event()
         log("info", "started", f"kinkd {__version__} running", principal=d.principal,
             listen=",".join(str(e) for e in d.listen), backend=self.backend_name,
@@ -383,7 +385,8 @@ class Daemon:
         kind, peer, t = ev.kind, ev.peer, type(ev)
         established = t is api.SAEstablished and not ev.rekeyed
         waited = (established and (self.waiters or peer in self.last_failure)) \
-            or t is api.NegotiationFailed or t is api.ShutdownDone
+            or t is api.NegotiationFailed or t is api.ShutdownDone \
+            or (peer in self.status_waiters and (t is api.StatusDone or t is api.PeerDead))
         if not (waited or self.monitors or log_enabled(level_of(ev))):
             if t is api.DeleteDone:
                 self._answer_down(peer)
@@ -396,6 +399,11 @@ class Daemon:
                     "peer": peer, "child": ev.child, "message": message, **fields}
             for m in self.monitors:
                 m.put(item)
+        if (t is api.StatusDone or t is api.PeerDead) and peer in self.status_waiters:
+            answered = t is api.StatusDone and not ev.reason
+            for fut in self.status_waiters.pop(peer, ()):
+                if not fut.done():
+                    fut.set_result((answered, getattr(ev, "epoch", None), message))
         if established or t is api.NegotiationFailed:
             if peer is not None:
                 if established:
@@ -731,28 +739,139 @@ class Daemon:
                 await asyncio.wait_for(fut, float(args.get("timeout", 30)))
         return {"deleted": len(before)}
 
+    async def _cmd_check(self, args: dict, uid: int | None) -> dict:
+        """``kinkctl check PEER``: the online part of a configuration check. A ticket for the
+        peer's principal (its TGT for a user-to-user peer: ours), our clock against the KDC's
+        (the authtime of a fresh AS exchange with our keytab), and a STATUS to the peer. A
+        STATUS that goes unanswered counts as a failed liveness check, as a DPD probe would."""
+        name = args.get("peer")
+        p = self.config.peer(name) if isinstance(name, str) else None
+        if p is None:
+            raise control.ControlError(f"no peer named {name!r} in the configuration")
+        timeout = float(args.get("timeout", 30))
+        ticket, clock = await asyncio.gather(
+            self.loop.run_in_executor(self.executor, self._check_ticket, p),
+            self.loop.run_in_executor(self.executor, self._check_clock))
+        for st in self.engine.peer_states():
+            if st["name"] == p.name and st.get("clock_offset"):
+                clock["peer_offset"] = st["clock_offset"]  # learned from its KRB_AP_ERR_SKEW
+        status = await self._check_status(p, timeout)
+        return {"peer": p.name, "address": str(p.address), "principal": p.principal,
+                "ok": bool(ticket["ok"] and clock["ok"] and status["ok"]),
+                "ticket": ticket, "clock": clock, "status": status}
+
+    def _check_ticket(self, p: cfgmod.PeerConfig) -> dict:
+        """(worker thread) A service ticket for the peer, from our ccache or the KDC."""
+        try:
+            if p.user_to_user:
+                t = self.credentials.get_tgt()
+                what = "our TGT (the peer is user-to-user)"
+            else:
+                t = self.credentials.get_service_ticket(p.principal)
+                what = "service ticket"
+        except Exception as e:  # noqa: BLE001 - reported, not raised
+            return {"ok": False, "error": str(e)}
+        return {"ok": True, "kind": what, "server": t.server, "client": t.client,
+                "enctype": t.enctype, "authtime": t.authtime, "starttime": t.starttime,
+                "endtime": t.endtime}
+
+    def _check_clock(self) -> dict:
+        """(worker thread) Our clock against the KDC's: a fresh AS exchange with our keytab
+        (not stored anywhere); its authtime is the KDC's time (1 s resolution)."""
+        d = self.config.daemon
+        limit = self.config.timers.clock_skew
+        if not d.keytab:
+            return {"ok": False, "error": "no keytab configured: cannot ask the KDC for its time",
+                    "max_skew": limit}
+        import krb5
+
+        kt_name = d.keytab if ":" in d.keytab and not d.keytab.startswith("/") else f"FILE:{d.keytab}"
+        try:
+            ctx = krb5.init_context()
+            princ = krb5.parse_name_flags(ctx, d.principal.encode())
+            kt = krb5.kt_resolve(ctx, kt_name.encode())
+            opt = krb5.get_init_creds_opt_alloc(ctx)
+            t0 = time.time()
+            creds = krb5.get_init_creds_keytab(ctx, princ, opt, keytab=kt)
+            t1 = time.time()
+        except krb5.Krb5Error as e:
+            return {"ok": False, "error": f"AS exchange for {d.principal} failed: {e}",
+                    "max_skew": limit}
+        kdc = int(creds.times.authtime)
+        local = (t0 + t1) / 2 + d.clock_offset
+        # authtime is the KDC's time truncated to the second: compare with its middle
+        skew = round(local - (kdc + 0.5), 1)  # > 0: our clock is ahead of the KDC's (+-0.5s)
+        out = {"ok": abs(skew) < limit, "kdc_time": kdc, "local_time": round(local, 3),
+               "skew": skew, "max_skew": limit}
+        if not out["ok"]:
+            out["error"] = (f"our clock is {abs(skew):g}s {'ahead of' if skew > 0 else 'behind'} "
+                            f"the KDC's, more than the allowed {limit:g}s")
+        return out
+
+    async def _check_status(self, p: cfgmod.PeerConfig, timeout: float) -> dict:
+        fut = self.loop.create_future()
+        self.status_waiters[p.name].append(fut)
+        started = time.monotonic()
+        self._apply(self.engine.status(p.name, self.now()))
+        try:
+            answered, epoch, message = await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            waiting = self.status_waiters.get(p.name, [])
+            if fut in waiting:
+                waiting.remove(fut)
+            if not waiting:
+                self.status_waiters.pop(p.name, None)
+            return {"ok": False, "error": f"no answer within {timeout:g}s"}
+        out = {"ok": answered, "epoch": epoch, "elapsed": round(time.monotonic() - started, 4),
+               "message": message}
+        if not answered:
+            out["error"] = message
+        return out
+
     async def _cmd_reload(self, args: dict, uid: int | None) -> dict:
         return await self.reload()
 
     async def reload(self) -> dict:
         if not self.config_path:
             raise control.ControlError("started without a config file: nothing to reload")
+        path = self.config_path
         try:
-            new = cfgmod.load(self.config_path)
+            # as strict as start-up (the keytab is read): off the loop, it touches files
+            new = await self.loop.run_in_executor(
+                None, lambda: cfgmod.load(path, check_keytab=True))
         except cfgmod.ConfigError as e:
-            log("error", "reload-failed", str(e))
-            raise control.ControlError(f"reload refused: {e}") from None
+            for issue in e.errors:
+                log("error", "config-error", str(issue))
+            n = len(e.errors)
+            why = f"{n} error{'s' if n != 1 else ''} in {path}"
+            log("error", "reload-failed", f"reload refused ({why}): the old configuration stays "
+                "in force", file=path)
+            raise control.ControlError(f"reload refused ({why}), the old configuration stays in "
+                                       f"force:\n{e}") from None
+        for w in new.warnings:
+            log("warning", "config-warning", str(w))
         changes = describe_changes(self.config, new)
         for key in ("listen", "principal", "keytab", "backend", "control_socket", "control_mode",
                     "control_group"):
             if getattr(self.config.daemon, key) != getattr(new.daemon, key):
                 changes.append(f"daemon.{key} changed: needs a restart (kept the old value)")
         new = _keep_restart_only(self.config, new)
+        effects = self.engine.reconfigure(new, self.now())  # raises: nothing changed yet
         self.config = new
-        self._apply(self.engine.reconfigure(new, self.now()))
+        self._apply(effects)
         log("info", "reloaded", "configuration reloaded", file=self.config_path,
             changes="; ".join(changes) or "none")
-        return {"changes": changes}
+        return {"changes": changes, "warnings": [str(w) for w in new.warnings]}
+
+    async def _reload_signal(self) -> None:
+        """SIGHUP: reload; a refusal is already logged (without a traceback)."""
+        try:
+            await self.reload()
+        except control.ControlError as e:
+            if not self.config_path:
+                log("warning", "reload-failed", str(e))
+        except Exception as e:  # noqa: BLE001 - a signal handler has nobody to answer
+            log("error", "reload-failed", f"{type(e).__name__}: {e}", file=self.config_path)
 
     # --- metrics ------------------------------------------------------------------------------
 
