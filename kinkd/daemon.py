@@ -370,7 +370,8 @@ class Daemon:
                 result = f.result()
             except Exception as err:  # noqa: BLE001 - every failure goes back to the engine
                 error = err
-                self.engine.stats.inc(f"kdc.failures.{type(err).__name__}")
+                # a stable name (principal-unknown, kdc-unreachable ...), never a class name
+                self.engine.stats.inc(f"kdc.failures.{getattr(err, 'reason', None) or 'kdc'}")
             self._apply(answer(result, error))
 
         self.loop.run_in_executor(self.executor, work).add_done_callback(done)

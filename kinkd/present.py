@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from isakmp.doi import NotifyType
+from isakmp.errors import notify_reason
 from isakmp.events import (
     DeleteDone,
     DeleteStarted,
@@ -28,6 +29,8 @@ from isakmp.events import (
     ShutdownDone,
 )
 from kink.engine.api import ClockSkewCorrected, PeerRebooted, StatusDone
+from kink.kerberos.errors import REASONS as KRB_REASONS
+from kink.kerberos.errors import describe as describe_krb
 
 __all__ = ["Presented", "present", "failure_text", "level_of"]
 
@@ -64,20 +67,30 @@ _FAILURES: dict[str, Callable[[str], str]] = {
 }
 
 
+#: failure reasons that are the name of a Notify the peer answered with
+_NOTIFY_REASONS = {notify_reason(n): n for n in NotifyType}
+_NOTIFY_HINTS = {
+    "payload-malformed": " (malformed request, or not allowed by the peer's policy: "
+                         "principal or traffic selectors)",
+}
+
+
 def failure_text(reason: str, detail: str) -> str:
     """The sentence for a failure reason code and its detail."""
     f = _FAILURES.get(reason)
     if f is not None:
         return f(detail)
-    if reason.startswith("notify-"):
-        hint = (" (malformed request, or not allowed by the peer's policy: principal or "
-                "traffic selectors)" if reason == f"notify-{int(NotifyType.PAYLOAD_MALFORMED)}"
-                else "")
-        return f"peer refused: notify {detail or reason[7:]}{hint}"
-    if reason.startswith("krb-error-"):
-        return f"peer answered KRB-ERROR {reason[10:]}" + (f" ({detail})" if detail else "")
-    if reason.startswith("kink-error-"):
-        return detail or f"peer answered KINK_ERROR {reason[11:]}"
+    if reason in _NOTIFY_REASONS or reason.startswith("notify-"):
+        name = _NOTIFY_REASONS.get(reason)
+        shown = detail or (name.name if name is not None else reason[7:])
+        return f"peer refused: notify {shown}{_NOTIFY_HINTS.get(reason, '')}"
+    if reason.startswith("krb-"):
+        text = describe_krb(reason[4:])
+        return f"peer answered KRB-ERROR {text}" + (f" ({detail})" if detail else "")
+    if reason.startswith("kink-"):
+        return detail or f"peer answered KINK_ERROR {reason[5:]}"
+    if reason in KRB_REASONS:  # our own Kerberos library or KDC (CredentialsError.reason)
+        return f"cannot get a ticket: {detail or describe_krb(reason)}"
     return f"{reason}: {detail}" if detail else reason
 
 

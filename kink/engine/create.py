@@ -48,7 +48,7 @@ from typing import Any
 from isakmp import dh as _dh
 from isakmp.childsa import PairMeta, RekeyWanted
 from isakmp.doi import NotifyType, ProtocolId
-from isakmp.errors import IsakmpError
+from isakmp.errors import IsakmpError, notify_reason
 from isakmp.events import (
     Address,
     Direction,
@@ -217,7 +217,7 @@ class CreateMixin(TransactionsMixin):
                         bytes(p.data)[:1] == b"\x04" and t.dh is not None:
                     self._retry_without_ke(t, now, out)
                     return
-                self._fail(t, now, out, f"notify-{int(p.notify_type)}",
+                self._fail(t, now, out, notify_reason(p.notify_type),
                            str(getattr(p.notify_type, "name", p.notify_type)))
                 return
             if tp is SecurityAssociation and sa is None:
@@ -296,7 +296,7 @@ class CreateMixin(TransactionsMixin):
         if t.no_ke or not suites:
             why = (f"peer does not support KE (PFS) and every proposal of child {name} "
                    "requires it") if not suites else "peer refused KE again"
-            self._fail(t, now, out, f"notify-{int(NotifyType.INVALID_PAYLOAD_TYPE)}",
+            self._fail(t, now, out, notify_reason(NotifyType.INVALID_PAYLOAD_TYPE),
                        f"INVALID_PAYLOAD_TYPE: {why}")
             return
         self.stats["negotiations.retried.no-ke"] += 1

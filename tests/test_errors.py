@@ -1,0 +1,105 @@
+"""Actionable failures (issue 12): Kerberos errors by name with a hint, NO-PROPOSAL-CHOSEN
+with what was offered and what the policy allows, stable lower-case reasons in metrics
+and events, SPIs in hex, every counter at 0 from start-up."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from isakmp.doi import NotifyType
+from isakmp.errors import notify_reason
+from kink.engine import EventKind
+from kink.kerberos.errors import (
+    REASONS,
+    CredentialsError,
+    KrbErrorCode,
+    krb_reason,
+    library_error,
+)
+from kink.wire import ErrorCode, kink_error_reason
+from kinkd.present import failure_text
+from tests.support.events import fields, message
+from tests.support.simnet import A1, A2, H1, H2, Node, SimNet, config, make_engine, peer
+from tests.test_engine_flows import kdc_kit, kit, real_now
+
+__all__ = ["kdc_kit", "kit"]  # the fixtures, re-exported
+
+_ESP = 3
+
+# --- names ------------------------------------------------------------------------------
+
+_STABLE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+
+
+def test_reason_names_are_stable_lower_case():
+    assert notify_reason(14) == notify_reason("NO_PROPOSAL_CHOSEN") == "no-proposal-chosen"
+    assert notify_reason(NotifyType.PAYLOAD_MALFORMED) == "payload-malformed"
+    assert kink_error_reason(ErrorCode.BADQMVERS) == "kink-badqmvers"
+    assert krb_reason(KrbErrorCode.KRB_AP_ERR_SKEW) == "clock-skew"
+    assert krb_reason(KrbErrorCode.KDC_ERR_S_PRINCIPAL_UNKNOWN) == "principal-unknown"
+    assert krb_reason(KrbErrorCode.KRB_AP_ERR_BADKEYVER) == "kvno-mismatch"
+    assert krb_reason(KrbErrorCode.KRB_AP_ERR_BADMATCH) == "badmatch"
+    for c in KrbErrorCode:
+        assert _STABLE.match(krb_reason(c)), c
+    for r in REASONS:
+        assert _STABLE.match(r), r
+
+
+def test_library_errors_are_named_with_a_hint():
+    base = -1765328384
+    e = library_error(base + 7, "cannot get a service ticket for kink/host9@R",
+                      "Major (851968): Unspecified GSS failure", "kink/host9@R")
+    assert e.reason == "principal-unknown" and e.code == 7
+    assert str(e) == ("principal-unknown: the KDC does not know kink/host9@R (check the "
+                      "peer's principal in the config, or `kadmin -q listprincs`)")
+    assert "Major" in e.raw and "Major" not in str(e)
+    e = library_error(-1765328228, "x", "Cannot contact any KDC")
+    assert e.reason == "kdc-unreachable" and type(e).__name__ == "KDCUnreachable"
+    assert library_error(-1765328189, "x", "No credentials cache found").reason == "no-ticket"
+    assert library_error(-1765328236, "x", "Clock skew too great").reason == "clock-skew"
+    assert library_error(base + 31, "x", "Decrypt integrity check failed").reason == "wrong-key"
+    # unknown codes keep the library's text and the generic reason
+    e = library_error(12345, "cannot do it", "strange")
+    assert e.reason == "kdc" and str(e) == "cannot do it: strange"
+    assert CredentialsError("keytab gone").reason == "kdc"
+
+
+def test_failure_text_names_peer_errors_with_hints():
+    assert failure_text("krb-kvno-mismatch", "").startswith(
+        "peer answered KRB-ERROR kvno-mismatch: the key version in the ticket is not in "
+        "the keytab")
+    assert "ktadd" in failure_text("krb-kvno-mismatch", "")
+    assert "NTP" in failure_text("krb-clock-skew", "")
+    assert failure_text("no-proposal-chosen", "") == "peer refused: notify NO_PROPOSAL_CHOSEN"
+    assert failure_text("principal-unknown", "principal-unknown: the KDC does not know X") \
+        == "cannot get a ticket: principal-unknown: the KDC does not know X"
+
+
+# --- Kerberos through the engine, real KDC ----------------------------------------------
+
+
+@pytest.mark.parametrize("kit", ["kdc"], indirect=True)
+def test_wrong_peer_principal_is_named_by_the_engine(kit):
+    """Peer principal kink/host9 (unknown to the KDC): the failure's reason is
+    principal-unknown and its text names the principal and what to check, no GSS text."""
+    r = kit.realm
+    start = real_now()
+    net = SimNet(start, 1)
+    wrong = f"kink/host9.kink.test@{r.realm}"
+    cfg1 = config(r.service(H1), [peer("h2", A2, wrong)])
+    cfg2 = config(r.service(H2), [peer("h1", A1, r.service(H1))])
+    n1 = net.add(Node("h1", A1, make_engine(cfg1, keys=kit.kt1, start=start, seed=1,
+                                            local=A1[0]), kit.c1))
+    net.add(Node("h2", A2, make_engine(cfg2, keys=kit.kt2, start=start, seed=2,
+                                       local=A2[0]), kit.c2))
+    net.call(n1, "initiate", "h2", None, net.t(n1))
+    net.run(1)
+    fail = [e for e in n1.events if e.kind == EventKind.NEGOTIATION_FAILED]
+    assert fail and fields(fail[0])["reason"] == "principal-unknown"
+    m = message(fail[0])
+    assert m.startswith(f"cannot get a ticket: principal-unknown: the KDC does not know {wrong} "
+                        "(check the peer's principal in the config"), m
+    assert "GSS" not in m and "Major" not in m
+    assert n1.engine.stats["negotiations.failed.principal-unknown"] == 1
