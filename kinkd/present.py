@@ -72,6 +72,9 @@ _NOTIFY_REASONS = {notify_reason(n): n for n in NotifyType}
 _NOTIFY_HINTS = {
     "payload-malformed": " (malformed request, or not allowed by the peer's policy: "
                          "principal or traffic selectors)",
+    "no-proposal-chosen": " (none of our proposals is in the peer's policy for this child: "
+                          "compare esp_proposals/ah_proposals, mode and PFS group on both "
+                          "sides; the peer logs what it allows)",
 }
 
 

@@ -8,9 +8,18 @@ import re
 
 import pytest
 
-from isakmp.doi import NotifyType
-from isakmp.errors import notify_reason
+from isakmp.doi import EncapsulationMode, NotifyType
+from isakmp.errors import NoProposalChosen, notify_reason
+from isakmp.proposals import (
+    build_offer,
+    describe_offer,
+    describe_policy,
+    explain_no_choice,
+    parse_proposals,
+    select,
+)
 from kink.engine import EventKind
+from kink.engine.api import KINK_CAPABILITIES
 from kink.kerberos.errors import (
     REASONS,
     CredentialsError,
@@ -21,8 +30,8 @@ from kink.kerberos.errors import (
 from kink.wire import ErrorCode, kink_error_reason
 from kinkd.present import failure_text
 from tests.support.events import fields, message
-from tests.support.simnet import A1, A2, H1, H2, Node, SimNet, config, make_engine, peer
-from tests.test_engine_flows import kdc_kit, kit, real_now
+from tests.support.simnet import A1, A2, H1, H2, Node, SimNet, child, config, make_engine, peer
+from tests.test_engine_flows import kdc_kit, kit, pair, real_now
 
 __all__ = ["kdc_kit", "kit"]  # the fixtures, re-exported
 
@@ -72,9 +81,67 @@ def test_failure_text_names_peer_errors_with_hints():
         "the keytab")
     assert "ktadd" in failure_text("krb-kvno-mismatch", "")
     assert "NTP" in failure_text("krb-clock-skew", "")
-    assert failure_text("no-proposal-chosen", "") == "peer refused: notify NO_PROPOSAL_CHOSEN"
+    t = failure_text("no-proposal-chosen", "NO_PROPOSAL_CHOSEN; we offered esp aes128")
+    assert t.startswith("peer refused: notify NO_PROPOSAL_CHOSEN; we offered esp aes128")
+    assert "esp_proposals" in t
     assert failure_text("principal-unknown", "principal-unknown: the KDC does not know X") \
         == "cannot get a ticket: principal-unknown: the KDC does not know X"
+
+
+# --- proposals --------------------------------------------------------------------------
+
+
+def _offer(*props: str, **kw):
+    return build_offer(parse_proposals(list(props), "esp", **kw), {_ESP: 0x1000})
+
+
+def test_describe_offer_and_policy():
+    offer = _offer("aes128gcm16", "aes256-sha256-modp2048")
+    assert describe_offer(offer) == ("esp aes128gcm16 (transport) | "
+                                     "esp aes256-sha256-modp2048 (transport)")
+    pol = parse_proposals(["aes128-aes256-sha256-sha1", "3des-md5"], "esp",
+                          mode=EncapsulationMode.TUNNEL)
+    assert describe_policy(pol) == ("esp aes128-sha256 / aes128-sha1 / aes256-sha256 / "
+                                    "aes256-sha1 (tunnel) | esp 3des-md5 (tunnel)")
+
+
+@pytest.mark.parametrize("offered,policy,kw,why", [
+    (("aes256-sha256-modp2048",), ("aes256-sha256",), {},
+     "DH group: offered modp2048, policy wants no PFS"),
+    (("aes256-sha256",), ("aes256-sha256-modp3072",), {},
+     "DH group: offered no PFS, policy wants modp3072"),
+    (("aes128gcm16",), ("aes256-sha256",), {}, "no common transform"),
+    (("aes256-sha256",), ("aes256-sha256",), {"mode": EncapsulationMode.TUNNEL},
+     "mode: offered transport, policy wants tunnel"),
+])
+def test_selection_says_why_nothing_was_chosen(offered, policy, kw, why):
+    offer = _offer(*offered)
+    pol = parse_proposals(list(policy), "esp", **kw)
+    assert explain_no_choice(offer, pol) == why
+    with pytest.raises(NoProposalChosen, match=re.escape(why)):
+        select(offer, pol, KINK_CAPABILITIES)
+
+
+def test_no_proposal_chosen_says_what_was_offered_and_allowed(kit):
+    c1 = [child(proposals=("aes128gcm16-modp2048",))]
+    c2 = [child(proposals=("aes256-sha256",))]
+    net, n1, n2 = pair(kit, c1=c1, c2=c2)
+    net.call(n1, "initiate", "h2", None, net.t(n1))
+    net.settle(5)
+    # the side that refused: the offer, its own policy for the child, and why
+    ref = [e for e in n2.events if e.kind == EventKind.REQUEST_REFUSED]
+    assert ref and fields(ref[0])["reason"] == "proposal"
+    m = message(ref[0])
+    assert "offered esp aes128gcm16-modp2048 (transport)" in m, m
+    assert "local policy of child c: esp aes256-sha256 (transport)" in m, m
+    assert "no common transform" in m, m
+    assert n2.engine.stats["errors.sent.no-proposal-chosen"] == 1
+    # the initiator: the peer's refusal and what it offered (kinkctl up shows this text)
+    fail = [e for e in n1.events if e.kind == EventKind.NEGOTIATION_FAILED]
+    assert fail and fields(fail[0])["reason"] == "no-proposal-chosen"
+    m = message(fail[0])
+    assert "NO_PROPOSAL_CHOSEN" in m and "we offered esp aes128gcm16-modp2048" in m, m
+    assert n1.engine.stats["negotiations.failed.no-proposal-chosen"] == 1
 
 
 # --- Kerberos through the engine, real KDC ----------------------------------------------

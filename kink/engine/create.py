@@ -69,6 +69,8 @@ from isakmp.policy import ChildConfig, child_mode
 from isakmp.proposals import (
     Policy,
     build_offer,
+    describe_offer,
+    describe_policy,
     optimistic_proposals,
     parse_transform,
     select,
@@ -217,8 +219,10 @@ class CreateMixin(TransactionsMixin):
                         bytes(p.data)[:1] == b"\x04" and t.dh is not None:
                     self._retry_without_ke(t, now, out)
                     return
-                self._fail(t, now, out, notify_reason(p.notify_type),
-                           str(getattr(p.notify_type, "name", p.notify_type)))
+                name = str(getattr(p.notify_type, "name", p.notify_type))
+                if p.notify_type == NotifyType.NO_PROPOSAL_CHOSEN and t.offer is not None:
+                    name += f"; we offered {describe_offer(t.offer)}"
+                self._fail(t, now, out, notify_reason(p.notify_type), name)
                 return
             if tp is SecurityAssociation and sa is None:
                 sa = p
@@ -470,8 +474,12 @@ class CreateMixin(TransactionsMixin):
                 raise IsakmpError("only single ESP or AH SAs", notify=M.NO_PROPOSAL_CHOSEN)
             transform = negotiated_transform(c)
         except IsakmpError as e:
+            detail = str(e)
+            if e.notify == M.NO_PROPOSAL_CHOSEN:
+                detail += (f"; offered {describe_offer(sa)}; local policy of child "
+                           f"{child.name}: {describe_policy(policy)}")
             return refuse(e.notify, out, peer.name, child.name, "proposal", client,
-                          str(e)), False, None
+                          detail), False, None
         spi_b = c.proposal.spi
         if len(spi_b) != 4:
             return refuse(M.INVALID_SPI, out, peer.name, child.name, "spi", client,
