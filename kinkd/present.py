@@ -113,7 +113,7 @@ _REFUSALS: dict[str, Callable[[RequestRefused], str]] = {
 def _sa_established(e: SAEstablished) -> Presented:
     sa = e.sa
     proto, kw = sa.protocol.name, sa.transform.keyword
-    return ("info", f"{proto} SA {sa.spi_in:08x}/{sa.spi_out:08x} {kw} as {e.role}",
+    return ("info", f"{proto} SA {sa.spi_in:#010x}/{sa.spi_out:#010x} {kw} as {e.role}",
             {"spi_in": _spi(sa.spi_in), "spi_out": _spi(sa.spi_out), "protocol": proto,
              "transform": kw, "role": str(e.role), "principal": e.remote_id})
 
@@ -121,15 +121,15 @@ def _sa_established(e: SAEstablished) -> Presented:
 def _sa_deleted(e: SADeleted) -> Presented:
     sa = e.sa
     what = "expired" if e.reason == "expired" else f"removed: {e.reason}"
-    return ("info", f"{sa.protocol.name} SA {sa.spi_in:08x} {what}",
+    return ("info", f"{sa.protocol.name} SA {sa.spi_in:#010x} {what}",
             {"spi_in": _spi(sa.spi_in), "spi_out": _spi(sa.spi_out), "reason": e.reason})
 
 
 def _sa_superseded(e: SASuperseded) -> Presented:
     sa, by = e.sa, e.by
     return ("info",
-            f"{sa.protocol.name} SA {sa.spi_in:08x}/{sa.spi_out:08x} of {e.initiator_id} "
-            f"superseded by {by.spi_in:08x}/{by.spi_out:08x} and not deleted by the "
+            f"{sa.protocol.name} SA {sa.spi_in:#010x}/{sa.spi_out:#010x} of {e.initiator_id} "
+            f"superseded by {by.spi_in:#010x}/{by.spi_out:#010x} and not deleted by the "
             f"initiator: removed, DELETE sent",
             {"spi_in": _spi(sa.spi_in), "spi_out": _spi(sa.spi_out),
              "principal": e.initiator_id, "reason": e.reason})
@@ -143,7 +143,7 @@ def _delete_started(e: DeleteStarted) -> Presented:
 def _rekey_skipped(e: RekeySkipped) -> Presented:
     sa = e.sa
     return ("warning",
-            f"{sa.protocol.name} SA {sa.spi_in:08x} of {e.owner} is not rekeyed: the user's "
+            f"{sa.protocol.name} SA {sa.spi_in:#010x} of {e.owner} is not rekeyed: the user's "
             f"credentials are unknown since the restart; it expires at its hard lifetime",
             {"spi_in": _spi(sa.spi_in), "principal": e.owner, "reason": e.reason,
              "hard_at": sa.hard_at})

@@ -8,8 +8,10 @@ import re
 
 import pytest
 
-from isakmp.doi import EncapsulationMode, NotifyType
+from isakmp.algorithms import cipher_spec
+from isakmp.doi import EncapsulationMode, EspTransformId, NotifyType
 from isakmp.errors import NoProposalChosen, notify_reason
+from isakmp.events import SADeleted, SAEstablished
 from isakmp.proposals import (
     build_offer,
     describe_offer,
@@ -18,6 +20,7 @@ from isakmp.proposals import (
     parse_proposals,
     select,
 )
+from isakmp.sadb import SADB, DuplicateSpi, Transform
 from kink.engine import EventKind
 from kink.engine.api import KINK_CAPABILITIES
 from kink.kerberos.errors import (
@@ -28,7 +31,7 @@ from kink.kerberos.errors import (
     library_error,
 )
 from kink.wire import ErrorCode, kink_error_reason
-from kinkd.present import failure_text
+from kinkd.present import failure_text, present
 from tests.support.events import fields, message
 from tests.support.simnet import A1, A2, H1, H2, Node, SimNet, child, config, make_engine, peer
 from tests.test_engine_flows import kdc_kit, kit, pair, real_now
@@ -170,3 +173,21 @@ def test_wrong_peer_principal_is_named_by_the_engine(kit):
                         "(check the peer's principal in the config"), m
     assert "GSS" not in m and "Major" not in m
     assert n1.engine.stats["negotiations.failed.principal-unknown"] == 1
+
+
+# --- SPIs in hex --------------------------------------------------------------------------
+
+
+def test_spis_are_shown_in_hex_everywhere():
+    db = SADB()
+    rec = db.add(peer="p", child="c", protocol=_ESP, spi_in=0x1234, spi_out=0xABCDEF,
+                 transform=Transform(cipher_spec(EspTransformId.ESP_AES_GCM_16, 128), None),
+                 mode=2, now=0.0, initiator=True, mature=False)
+    _, msg, f = present(SAEstablished(rec, "initiator", "kink/x@R"))
+    assert "0x00001234/0x00abcdef" in msg and f["spi_in"] == "0x00001234"
+    _, msg, _ = present(SADeleted(rec, "expired"))
+    assert "0x00001234" in msg
+    assert "in=0x00001234 out=0x00abcdef" in repr(rec)
+    with pytest.raises(DuplicateSpi, match="0x00001234"):
+        db.add(peer="p", child="c", protocol=_ESP, spi_in=0x1234, spi_out=0x5678,
+               transform=rec.transform, mode=2, now=0.0, initiator=True, mature=False)
