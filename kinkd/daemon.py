@@ -26,6 +26,7 @@ from typing import Any
 
 from isakmp.kernel.statefile import read_state, write_state
 from isakmp.plugin import KeyExchangeEngine
+from isakmp.sadb import SAState
 from kink.engine import api
 from kinkd import __version__, control, metrics
 from kinkd import config as cfgmod
@@ -33,6 +34,7 @@ from kinkd.logs import enabled as log_enabled
 from kinkd.logs import log
 from kinkd.present import level_of, present
 
+SA_STATES = tuple(st.name.lower() for st in SAState)  # kinkd_sas{state=...}
 PERSIST_DELAY = 0.2
 RX_BATCH = 64  # datagrams handled per read callback (one clock read, one timer re-arm)
 RX_MAX = 65535  # the largest UDP payload
@@ -710,6 +712,8 @@ class Daemon:
     def metrics_text(self) -> str:
         gauges: dict[str, tuple[str, dict, float]] = {}
         by_state: dict[str, int] = defaultdict(int)
+        for st in SA_STATES:
+            by_state[st] = 0  # every state from start-up
         for sa in self.engine.sas():
             by_state[getattr(sa.state, "name", str(sa.state)).lower()] += 1
         for st, n in by_state.items():

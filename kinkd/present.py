@@ -32,7 +32,7 @@ from kink.engine.api import ClockSkewCorrected, PeerRebooted, StatusDone
 from kink.kerberos.errors import REASONS as KRB_REASONS
 from kink.kerberos.errors import describe as describe_krb
 
-__all__ = ["Presented", "present", "failure_text", "level_of"]
+__all__ = ["Presented", "present", "failure_text", "level_of", "FAILURE_REASONS"]
 
 Presented = tuple[str, str, dict[str, Any]]  # (level, message, fields)
 
@@ -76,6 +76,10 @@ _NOTIFY_HINTS = {
                           "compare esp_proposals/ah_proposals, mode and PFS group on both "
                           "sides; the peer logs what it allows)",
 }
+
+
+#: the failure reasons of this table (metrics declares them at 0 from start-up)
+FAILURE_REASONS: tuple[str, ...] = tuple(_FAILURES)
 
 
 def failure_text(reason: str, detail: str) -> str:

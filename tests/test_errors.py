@@ -31,6 +31,7 @@ from kink.kerberos.errors import (
     library_error,
 )
 from kink.wire import ErrorCode, kink_error_reason
+from kinkd import metrics
 from kinkd.present import failure_text, present
 from tests.support.events import fields, message
 from tests.support.simnet import A1, A2, H1, H2, Node, SimNet, child, config, make_engine, peer
@@ -191,3 +192,32 @@ def test_spis_are_shown_in_hex_everywhere():
     with pytest.raises(DuplicateSpi, match="0x00001234"):
         db.add(peer="p", child="c", protocol=_ESP, spi_in=0x1234, spi_out=0x5678,
                transform=rec.transform, mode=2, now=0.0, initiator=True, mature=False)
+
+
+# --- counters at 0 from start-up ----------------------------------------------------------
+
+
+def test_every_counter_exists_at_zero_from_start_up():
+    text = metrics.render({})
+    for line in (
+        'kinkd_negotiations_failed_total{reason="no-proposal-chosen"} 0',
+        'kinkd_negotiations_failed_total{reason="principal-unknown"} 0',
+        'kinkd_negotiations_failed_total{reason="timeout"} 0',
+        'kinkd_kdc_failures_total{reason="kdc-unreachable"} 0',
+        'kinkd_kdc_failures_total{reason="clock-skew"} 0',
+        'kinkd_errors_sent_total{code="krb-clock-skew"} 0',
+        'kinkd_errors_sent_total{code="no-proposal-chosen"} 0',
+        'kinkd_packets_dropped_total{reason="checksum"} 0',
+        "kinkd_negotiations_started_total 0",
+        "kinkd_datagrams_received_total 0",
+    ):
+        assert line in text.splitlines(), line
+    # a counter that was incremented shows its value, once
+    text = metrics.render({"negotiations.failed.timeout": 3})
+    assert 'kinkd_negotiations_failed_total{reason="timeout"} 3' in text
+    assert text.count('kinkd_negotiations_failed_total{reason="timeout"}') == 1
+    # no label is a class name or a bare number
+    labels = re.findall(r'(?:reason|code)="([^"]*)"', metrics.render({}))
+    assert labels and all(_STABLE.match(v) for v in labels), \
+        [v for v in labels if not _STABLE.match(v)]
+    assert not any(re.search(r"(^|-)\d+$", v) for v in labels)
