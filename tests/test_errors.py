@@ -221,3 +221,16 @@ def test_every_counter_exists_at_zero_from_start_up():
     assert labels and all(_STABLE.match(v) for v in labels), \
         [v for v in labels if not _STABLE.match(v)]
     assert not any(re.search(r"(^|-)\d+$", v) for v in labels)
+
+
+def test_readme_troubleshooting_table_names_every_reason():
+    from pathlib import Path
+
+    from kinkd.present import FAILURE_REASONS
+
+    text = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
+    table = text[text.index("## Troubleshooting"):text.index("## Benchmarks")]
+    rows = "\n".join(ln for ln in table.splitlines() if ln.startswith("| `"))
+    for r in (*REASONS, *FAILURE_REASONS, "no-proposal-chosen", "krb-clock-skew",
+              "krb-kvno-mismatch", "kink-badqmvers", "payload-malformed"):
+        assert f"`{r}`" in rows, r
