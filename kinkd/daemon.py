@@ -373,7 +373,11 @@ class Daemon:
             except Exception as err:  # noqa: BLE001 - every failure goes back to the engine
                 error = err
                 # a stable name (principal-unknown, kdc-unreachable ...), never a class name
-                self.engine.stats.inc(f"kdc.failures.{getattr(err, 'reason', None) or 'kdc'}")
+                reason = getattr(err, "reason", None) or "kdc"
+                self.engine.stats.inc(f"kdc.failures.{reason}")
+                if log_enabled("debug"):  # the library's own text (GSS/krb5), for experts
+                    log("debug", "kdc-error", getattr(err, "raw", "") or
+                        f"{type(err).__name__}: {err}", reason=reason)
             self._apply(answer(result, error))
 
         self.loop.run_in_executor(self.executor, work).add_done_callback(done)
@@ -885,7 +889,9 @@ async def run(config: cfgmod.Config, config_path: str | None) -> int:
     try:
         await daemon.start()
     except Exception as e:
-        log("error", "start-failed", f"{type(e).__name__}: {e}")
+        reason = getattr(e, "reason", None)  # a CredentialsError names what is wrong
+        log("error", "start-failed", str(e) if reason else f"{type(e).__name__}: {e}",
+            reason=reason)
         with contextlib.suppress(Exception):
             await daemon.close()
         return 1

@@ -326,6 +326,9 @@ def test_failures_are_actionable(pair):
         in out, out
     assert "Major" not in out and "GSS" not in out
     assert "reason=principal-unknown" in n1.log()
+    # the library's own text only at debug level
+    assert re.search(r"debug kdc-error reason=principal-unknown msg=.*not found in Kerberos",
+                     n1.log())
     m = n1.ctl("metrics").stdout
     assert 'kinkd_kdc_failures_total{reason="principal-unknown"} 1' in m, m
     assert "CredentialsError" not in m and not re.search(r'reason="[^"]*\d+"', m)

@@ -35,7 +35,7 @@ from kinkd import metrics
 from kinkd.present import failure_text, present
 from tests.support.events import fields, message
 from tests.support.simnet import A1, A2, H1, H2, Node, SimNet, child, config, make_engine, peer
-from tests.test_engine_flows import kdc_kit, kit, pair, real_now
+from tests.test_engine_flows import kdc_kit, kit, local_kit, pair, real_now
 
 __all__ = ["kdc_kit", "kit"]  # the fixtures, re-exported
 
@@ -234,3 +234,24 @@ def test_readme_troubleshooting_table_names_every_reason():
     for r in (*REASONS, *FAILURE_REASONS, "no-proposal-chosen", "krb-clock-skew",
               "krb-kvno-mismatch", "kink-badqmvers", "payload-malformed"):
         assert f"`{r}`" in rows, r
+
+
+def test_stale_keytab_at_the_peer_is_named_on_the_initiator():
+    """The peer's principal was re-keyed after its keytab was exported: its acceptor
+    answers an (unauthenticated) KRB-ERROR BADKEYVER; the initiator's timeout names it
+    with the hint instead of a number."""
+    k = local_kit()
+    r = k.realm
+    stale = r.keyset(H2)  # host2's keytab, kvno 2
+    r.add_principal(r.service(H2), kvno=3)  # re-keyed at the KDC
+    k.kt2 = stale
+    net, n1, n2 = pair(k)
+    net.call(n1, "initiate", "h2", None, net.t(n1))
+    net.settle(120)
+    fail = [e for e in n1.events if e.kind == EventKind.NEGOTIATION_FAILED]
+    assert fail and fields(fail[0])["reason"] == "timeout"
+    m = message(fail[0])
+    assert "unauthenticated KRB-ERROR kvno-mismatch: the key version in the ticket is not " \
+           "in the keytab" in m, m
+    assert "ktadd" in m
+    assert n2.engine.stats["errors.sent.krb-kvno-mismatch"] >= 1

@@ -34,6 +34,7 @@ from kink.kerberos.apreq import (
     verify_ap_rep,
 )
 from kink.kerberos.errors import KDCUnreachable, KerberosError, KrbErrorCode, krb_reason
+from kink.kerberos.errors import describe as describe_krb
 from kink.kerberos.messages import Ticket
 from kink.wire import (
     ApRepPayload,
@@ -323,7 +324,8 @@ class TransactionsMixin(EngineCore):
         if kerr is not None:
             try:
                 code = parse_krb_error(kerr.krb_error).error_code
-                t.last_error = f"unauthenticated KRB-ERROR {code}"
+                # named, with its hint: "kvno-mismatch: the key version ... (export ...)"
+                t.last_error = f"unauthenticated KRB-ERROR {describe_krb(krb_reason(code))}"
             except KerberosError:
                 t.last_error = "malformed KRB-ERROR"
         kinkerr = msg.find(ErrorPayload)
