@@ -213,8 +213,9 @@ def _clock_skew(e: ClockSkewCorrected) -> Presented:
 
 def _delete_done(e: DeleteDone) -> Presented:
     msg = e.problem or f"DELETE of {e.deleted} SA(s) answered"
-    if e.problem and e.problem.split(":")[0] in _FAILURES:
-        code, _, detail = e.problem.partition(": ")
+    code, _, detail = e.problem.partition(": ")
+    if e.problem and (code in _FAILURES or code in _NOTIFY_REASONS or code in KRB_REASONS
+                      or code.startswith(("krb-", "kink-"))):
         msg = f"DELETE given up: {failure_text(code, detail)}"
     return "info", msg, {"deleted": e.deleted, "reason": e.reason}
 

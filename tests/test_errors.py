@@ -255,3 +255,14 @@ def test_stale_keytab_at_the_peer_is_named_on_the_initiator():
            "in the keytab" in m, m
     assert "ktadd" in m
     assert n2.engine.stats["errors.sent.krb-kvno-mismatch"] >= 1
+
+
+def test_delete_given_up_is_worded_by_reason():
+    from isakmp.events import DeleteDone
+
+    _, msg, f = present(DeleteDone("p", None, 0, "deleted", "principal-unknown: principal-"
+                                   "unknown: the KDC does not know X (check ...)"))
+    assert msg == ("DELETE given up: cannot get a ticket: principal-unknown: the KDC does not "
+                   "know X (check ...)")
+    _, msg, _ = present(DeleteDone("p", None, 0, "deleted", "krb-clock-skew"))
+    assert msg.startswith("DELETE given up: peer answered KRB-ERROR clock-skew")
