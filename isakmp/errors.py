@@ -10,6 +10,7 @@ from __future__ import annotations
 from .doi import NotifyType
 
 __all__ = [
+    "notify_reason",
     "IsakmpError",
     "PayloadMalformed",
     "InvalidPayloadType",
@@ -31,6 +32,18 @@ __all__ = [
     "InvalidIdInformation",
     "UnequalPayloadLengths",
 ]
+
+
+def notify_reason(notify: int | str) -> str:
+    """Stable lower-case name of a Notify Message Type for metric labels and ``reason``
+    fields: ``no-proposal-chosen`` for 14 (or ``"NO_PROPOSAL_CHOSEN"``), ``notify-<n>`` for
+    numbers without a name."""
+    if isinstance(notify, str) and not notify.isdigit():
+        return notify.lower().replace("_", "-")
+    n = int(notify)
+    if n in NotifyType._value2member_map_:
+        return NotifyType(n).name.lower().replace("_", "-")
+    return f"notify-{n}"
 
 
 class IsakmpError(Exception):

@@ -225,7 +225,8 @@ class NegotiationStarted:
 @dataclass(frozen=True, slots=True)
 class NegotiationFailed:
     """A negotiation we started (or waited for) failed. ``reason``: a short code
-    (``timeout``, ``kdc``, ``notify-14``, ``too-many-transactions`` ...); ``detail``: what
+    (``timeout``, ``principal-unknown``, ``no-proposal-chosen``, ``krb-clock-skew``,
+    ``too-many-transactions`` ...; lower-case, stable); ``detail``: what
     only the engine knows (an error's text, the peer's answer)."""
 
     kind: ClassVar[str] = EventKind.NEGOTIATION_FAILED

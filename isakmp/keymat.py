@@ -130,7 +130,7 @@ def _spi_bytes(spi: int | bytes) -> bytes:
     if isinstance(spi, bytes | bytearray | memoryview):
         return bytes(spi)
     if not 0 <= spi <= 0xFFFFFFFF:
-        raise ValueError(f"SPI out of 32-bit range: {spi}")
+        raise ValueError(f"SPI out of 32-bit range: {spi:#x}")
     return spi.to_bytes(4, "big")
 
 

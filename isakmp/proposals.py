@@ -80,6 +80,10 @@ __all__ = [
     "optimistic_proposals",
     "parse_proposal",
     "parse_proposals",
+    "transform_keyword",
+    "describe_offer",
+    "describe_policy",
+    "explain_no_choice",
 ]
 
 
@@ -519,7 +523,7 @@ def select(offer: SecurityAssociation, policy: Policy,
                     c.transform is c.proposal.transforms[0] for c in sel.chosen
                 )
                 return sel
-    raise NoProposalChosen("no acceptable proposal")
+    raise NoProposalChosen(f"no acceptable proposal: {explain_no_choice(offer, policy)}")
 
 
 # --- initiator side -------------------------------------------------------------
@@ -781,3 +785,143 @@ def parse_proposals(
     """Comma-separated (or listed) proposals -> Policy in that order."""
     items = text.split(",") if isinstance(text, str) else list(text)
     return Policy(tuple(parse_proposal(i, protocol, **kwargs) for i in items if i.strip()))
+
+
+# --- describing offers and policies (for NO-PROPOSAL-CHOSEN diagnostics) ---------------
+
+_PROTO_WORD = {int(ProtocolId.ESP): "esp", int(ProtocolId.AH): "ah"}
+_AUTH_WORD = {int(v[0]): k for k, v in reversed(list(_INTEGRITY.items()))
+              if k not in ("sha", "sha2_256", "sha2_384", "sha2_512")}
+_AH_WORD = {int(v[1]): k for k, v in reversed(list(_INTEGRITY.items()))
+            if k not in ("sha", "sha2_256", "sha2_384", "sha2_512")}
+_GROUP_WORD = {int(v): k for k, v in _GROUPS.items()}
+_AEAD_WORD = {
+    int(EspTransformId.ESP_AES_GCM_8): "gcm8", int(EspTransformId.ESP_AES_GCM_12): "gcm12",
+    int(EspTransformId.ESP_AES_GCM_16): "gcm16", int(EspTransformId.ESP_AES_CCM_8): "ccm8",
+    int(EspTransformId.ESP_AES_CCM_12): "ccm12", int(EspTransformId.ESP_AES_CCM_16): "ccm16",
+}
+
+
+def _cipher_word(tid: int, key_length: int | None) -> str:
+    kl = "" if key_length is None else str(key_length)
+    if tid == EspTransformId.ESP_AES_CBC:
+        return f"aes{kl}"
+    if tid == EspTransformId.ESP_AES_CTR:
+        return f"aes{kl}ctr"
+    if tid == EspTransformId.ESP_CAMELLIA:
+        return f"camellia{kl}"
+    if tid in _AEAD_WORD:
+        return f"aes{kl}{_AEAD_WORD[tid]}"
+    fixed = {int(EspTransformId.ESP_3DES): "3des", int(EspTransformId.ESP_DES): "des",
+             int(EspTransformId.ESP_NULL): "null"}
+    return fixed.get(int(tid), f"transform{int(tid)}")
+
+
+def transform_keyword(protocol: int, transform_id: int, key_length: int | None = None,
+                      auth: int | None = None, group: int | None = None) -> str:
+    """strongSwan-style keyword of one transform: ``aes256-sha256-modp2048``."""
+    if protocol == ProtocolId.AH:
+        words = [_AH_WORD.get(int(transform_id), f"transform{int(transform_id)}")]
+    else:
+        words = [_cipher_word(int(transform_id), key_length)]
+        if auth is not None:
+            words.append(_AUTH_WORD.get(int(auth), f"auth{int(auth)}"))
+    if group is not None:
+        words.append(_GROUP_WORD.get(int(group), f"group{int(group)}"))
+    return "-".join(words)
+
+
+def _unique(words: list[str]) -> list[str]:
+    return list(dict.fromkeys(words))
+
+
+def _mode_word(mode: int | None) -> str:
+    return "" if mode is None else (
+        "tunnel" if mode == EncapsulationMode.TUNNEL else
+        "transport" if mode == EncapsulationMode.TRANSPORT else f"mode {int(mode)}")
+
+
+def describe_offer(offer: SecurityAssociation) -> str:
+    """What an SA payload offers, compactly: ``esp aes128gcm16 / aes256-sha256-modp2048
+    (tunnel)``; proposal groups are separated by `` | ``."""
+    out = []
+    for group in offer.proposal_groups():
+        parts = []
+        modes: list[str] = []
+        for prop in group:
+            words = []
+            for t in prop.transforms:
+                try:
+                    p = parse_transform(t)
+                except AttributesNotSupported:
+                    words.append(f"transform{t.transform_id}(bad attributes)")
+                    continue
+                words.append(transform_keyword(prop.protocol_id, p.transform_id,
+                                               p.key_length, p.auth, p.group))
+                if p.mode is not None:
+                    modes.append(_mode_word(p.mode))
+            proto = _PROTO_WORD.get(int(prop.protocol_id), f"protocol{prop.protocol_id}")
+            parts.append(f"{proto} " + " / ".join(_unique(words)))
+        text = " + ".join(parts)
+        if modes:
+            text += f" ({', '.join(_unique(modes))})"
+        out.append(text)
+    return " | ".join(out) or "nothing"
+
+
+def describe_policy(policy: Policy) -> str:
+    """What a local policy accepts, in the same form as :func:`describe_offer`."""
+    out = []
+    for suite in policy.suites:
+        parts = []
+        for pp in suite.protocols:
+            words = [transform_keyword(pp.protocol, s.transform_id, s.key_length, s.auth,
+                                       suite.pfs_group) for s in pp.transforms]
+            proto = _PROTO_WORD.get(int(pp.protocol), f"protocol{pp.protocol}")
+            parts.append(f"{proto} " + " / ".join(_unique(words)))
+        out.append(" + ".join(parts) + f" ({_mode_word(suite.mode)})")
+    return " | ".join(_unique(out))
+
+
+def _group_word(g: int | None) -> str:
+    return "no PFS" if g is None else _GROUP_WORD.get(int(g), f"group {int(g)}")
+
+
+def explain_no_choice(offer: SecurityAssociation, policy: Policy) -> str:
+    """Why :func:`select` found nothing acceptable, as precisely as the offer allows:
+    ``DH group: offered modp2048, policy wants no PFS``, ``mode: offered tunnel, policy
+    wants transport``, ``protocol: offered ah, policy wants esp``, ``no common transform``
+    or ``unsupported attributes``."""
+    close: list[str] = []  # an algorithm matched but something else did not
+    far: list[str] = []
+    for group in offer.proposal_groups():
+        for suite in policy.suites:
+            by_proto = {pp.protocol: pp for pp in suite.protocols}
+            offered = sorted(int(p.protocol_id) for p in group)
+            if sorted(int(p) for p in by_proto) != offered:
+                far.append("protocol: offered "
+                           + "+".join(_PROTO_WORD.get(p, str(p)) for p in offered)
+                           + ", policy wants "
+                           + "+".join(_PROTO_WORD.get(int(p), str(p)) for p in by_proto))
+                continue
+            for prop in group:
+                pp = by_proto[prop.protocol_id]
+                for t in prop.transforms:
+                    try:
+                        params = parse_transform(t)
+                    except AttributesNotSupported as e:
+                        far.append(f"unsupported attributes ({e})")
+                        continue
+                    if not any(_spec_matches(s, params) for s in pp.transforms):
+                        far.append("no common transform")
+                        continue
+                    if params.other:
+                        close.append("unsupported attributes")
+                    if params.mode is not None and params.mode != suite.mode:
+                        close.append(f"mode: offered {_mode_word(params.mode)}, policy wants "
+                                     f"{_mode_word(suite.mode)}")
+                    if params.group != suite.pfs_group:
+                        close.append(f"DH group: offered {_group_word(params.group)}, policy "
+                                     f"wants {_group_word(suite.pfs_group)}")
+    reasons = _unique(close) or _unique(far)
+    return "; ".join(reasons) or "no acceptable proposal"

@@ -338,10 +338,10 @@ class SARecord:
     replaced_by: int | None = None
 
     def __repr__(self) -> str:  # keys never shown (Secret hides them anyway)
-        out = "-" if self.spi_out is None else f"{self.spi_out:08x}"
+        out = "-" if self.spi_out is None else f"{self.spi_out:#010x}"
         return (
             f"SARecord(id={self.id}, peer={self.peer!r}, child={self.child!r}, "
-            f"{self.protocol.name} in={self.spi_in:08x} out={out} "
+            f"{self.protocol.name} in={self.spi_in:#010x} out={out} "
             f"{self.transform.keyword} {self.state.name})"
         )
 
@@ -529,15 +529,15 @@ class SADB:
         are known; otherwise LARVAL (finish with :meth:`activate`).
         """
         if spi_in in self._by_spi_in:
-            raise DuplicateSpi(f"inbound SPI {spi_in:08x} already in use")
+            raise DuplicateSpi(f"inbound SPI {spi_in:#010x} already in use")
         if not SPI_MIN <= spi_in <= SPI_MAX:
-            raise ValueError(f"inbound SPI {spi_in} outside {SPI_MIN}..{SPI_MAX}")
+            raise ValueError(f"inbound SPI {spi_in:#x} outside {SPI_MIN:#x}..{SPI_MAX:#x}")
         reserved = spi_in in self._reserved
         if not reserved and self._used() >= self.max_sas:
             raise SadbFull(f"SADB full ({self.max_sas} SAs/reserved SPIs)")
         proto = _PROTOCOLS.get(int(protocol)) or ProtocolId(int(protocol))
         if spi_out is not None and (int(proto), spi_out, peer) in self._by_spi_out:
-            raise DuplicateSpi(f"peer already uses outbound SPI {spi_out:08x}")
+            raise DuplicateSpi(f"peer already uses outbound SPI {spi_out:#010x}")
         lifetime = lifetime if lifetime is not None else Lifetime()
         if mature is None:
             mature = spi_out is not None and keys_out is not None
@@ -633,7 +633,7 @@ class SADB:
         if spi_out is not None and spi_out != rec.spi_out:
             key = (int(rec.protocol), spi_out, rec.peer)
             if key in self._by_spi_out:
-                raise DuplicateSpi(f"peer already uses outbound SPI {spi_out:08x}")
+                raise DuplicateSpi(f"peer already uses outbound SPI {spi_out:#010x}")
             if rec.spi_out is not None:
                 self._by_spi_out.pop((int(rec.protocol), rec.spi_out, rec.peer), None)
             rec.spi_out = spi_out
@@ -869,12 +869,12 @@ class SADB:
                 raise DuplicateSpi(f"SA id {sa_id} already present")
             spi_in = int(d["spi_in"])
             if self.spi_in_use(spi_in):
-                raise DuplicateSpi(f"inbound SPI {spi_in:08x} already in use")
+                raise DuplicateSpi(f"inbound SPI {spi_in:#010x} already in use")
             peer = pdec(d["peer"])
             proto = ProtocolId(int(d["protocol"]))
             spi_out = d.get("spi_out")
             if spi_out is not None and (int(proto), spi_out, peer) in self._by_spi_out:
-                raise DuplicateSpi(f"peer already uses outbound SPI {spi_out:08x}")
+                raise DuplicateSpi(f"peer already uses outbound SPI {spi_out:#010x}")
             transform = Transform.from_dict(d["transform"])
             rec = SARecord(
                 id=sa_id,

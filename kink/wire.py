@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from isakmp.payloads import Payload as IsakmpPayloadObject
 
 __all__ = [
+    "kink_error_reason",
     "KINK_PORT",
     "KINK_VERSION",
     "KINK_DOI_IPSEC",
@@ -124,6 +125,14 @@ class ErrorCode(IntEnum):
     INTERR = 5
     BADQMVERS = 6
     U2UDENIED = 7
+
+
+def kink_error_reason(code: int) -> str:
+    """Stable lower-case name of a KINK_ERROR code: ``kink-badqmvers`` for 6,
+    ``kink-error-<n>`` for numbers without a name."""
+    if int(code) in ErrorCode._value2member_map_:
+        return "kink-" + ErrorCode(int(code)).name.lower().replace("_", "-")
+    return f"kink-error-{int(code)}"
 
 
 _MESSAGE_TYPES: dict[int, MessageType] = {m.value: m for m in MessageType}

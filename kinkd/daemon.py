@@ -25,6 +25,7 @@ from typing import Any
 
 from isakmp.kernel.statefile import read_state, write_state
 from isakmp.plugin import KeyExchangeEngine
+from isakmp.sadb import SAState
 from kink.engine import api
 from kinkd import __version__, control, lend, metrics
 from kinkd import config as cfgmod
@@ -32,6 +33,7 @@ from kinkd.logs import enabled as log_enabled
 from kinkd.logs import log
 from kinkd.present import level_of, present
 
+SA_STATES = tuple(st.name.lower() for st in SAState)  # kinkd_sas{state=...}
 PERSIST_DELAY = 0.2
 RX_BATCH = 64  # datagrams handled per read callback (one clock read, one timer re-arm)
 RX_MAX = 65535  # the largest UDP payload
@@ -354,7 +356,12 @@ class Daemon:
                 result = f.result()
             except Exception as err:  # noqa: BLE001 - every failure goes back to the engine
                 error = err
-                self.engine.stats.inc(f"kdc.failures.{type(err).__name__}")
+                # a stable name (principal-unknown, kdc-unreachable ...), never a class name
+                reason = getattr(err, "reason", None) or "kdc"
+                self.engine.stats.inc(f"kdc.failures.{reason}")
+                if log_enabled("debug"):  # the library's own text (GSS/krb5), for experts
+                    log("debug", "kdc-error", getattr(err, "raw", "") or
+                        f"{type(err).__name__}: {err}", reason=reason)
             self._apply(answer(result, error))
 
         self.loop.run_in_executor(self.executor, work).add_done_callback(done)
@@ -878,6 +885,8 @@ class Daemon:
     def metrics_text(self) -> str:
         gauges: dict[str, tuple[str, dict, float]] = {}
         by_state: dict[str, int] = defaultdict(int)
+        for st in SA_STATES:
+            by_state[st] = 0  # every state from start-up
         for sa in self.engine.sas():
             by_state[getattr(sa.state, "name", str(sa.state)).lower()] += 1
         for st, n in by_state.items():
@@ -1036,7 +1045,9 @@ async def run(config: cfgmod.Config, config_path: str | None) -> int:
     try:
         await daemon.start()
     except Exception as e:
-        log("error", "start-failed", f"{type(e).__name__}: {e}")
+        reason = getattr(e, "reason", None)  # a CredentialsError names what is wrong
+        log("error", "start-failed", str(e) if reason else f"{type(e).__name__}: {e}",
+            reason=reason)
         with contextlib.suppress(Exception):
             await daemon.close()
         return 1

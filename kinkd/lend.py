@@ -157,16 +157,19 @@ class LentCredentials:
             raise CredentialsError(
                 f"no usable ticket for {server} lent by {self.principal} "
                 f"({'refused by the peer' if force_new else 'expired or never lent'}); "
-                f"the user runs kinit and `kinkctl up --as-user` again")
+                f"the user runs kinit and `kinkctl up --as-user` again", reason="no-ticket",
+                hint="a user's SA is rekeyed with the ticket the user lent: kinit, then "
+                     "`kinkctl up PEER --as-user` again")
         return st
 
     def get_u2u_ticket(self, server: str, tgt: Any) -> ServiceTicket:
         raise CredentialsError(
             f"{server} needs a user-to-user ticket, which only the user's TGT can get: "
-            f"--as-user supports peers with a service principal")
+            f"--as-user supports peers with a service principal", reason="must-use-u2u")
 
     def get_tgt(self, now: float | None = None) -> ServiceTicket:
-        raise CredentialsError(f"no TGT of {self.principal} is lent to the daemon")
+        raise CredentialsError(f"no TGT of {self.principal} is lent to the daemon",
+                               reason="no-ticket")
 
     def close(self) -> None:
         with self._lock:

@@ -38,6 +38,59 @@ _PLAIN: dict[str, tuple[str, str]] = {
 _NAME_OK = re.compile(r"[^a-zA-Z0-9_]")
 
 
+def _known_counters() -> tuple[str, ...]:
+    """Every counter the engine and the daemon may increment, with every label value
+    they use: rendered at 0 from start-up, so that an alert on ``increase(...) > 0`` (or on
+    a rate) sees the first failure too. Label values are the stable lower-case reasons of
+    the README's troubleshooting table."""
+    from isakmp.doi import NotifyType
+    from isakmp.errors import notify_reason
+    from kink.kerberos.errors import REASONS, KrbErrorCode, krb_reason
+    from kink.wire import ErrorCode, kink_error_reason
+
+    from .present import FAILURE_REASONS
+
+    notifies = [notify_reason(n) for n in NotifyType if n < 16384]
+    kink_errors = [kink_error_reason(c) for c in ErrorCode if c != ErrorCode.KINK_OK]
+    krb_errors = list(dict.fromkeys(f"krb-{krb_reason(c)}" for c in KrbErrorCode if c))
+    drops = (
+        # engine (kink/engine): authentication, replay, transactions
+        "ap-rep", "ap-req", "bad-tgt", "internal-error", "krb-error", "no-ap-req", "no-tgt",
+        "no-tgt-req", "rate-limited", "replay", "shutting-down", "u2u-old-tgt",
+        "unauthenticated-reply", "unexpected-ack", "unknown-xid", "wrong-source",
+        # wire decoding (kink/wire.py KinkDecodeError.reason)
+        "checksum", "cksum-length", "decrypt", "doi", "encrypt-not-last", "encrypt-short",
+        "length", "message-type", "nested-encrypt", "no-checksum", "payload-count",
+        "payload-length", "payload-type", "payload-value", "qm-version", "short", "version",
+        # daemon
+        "no-socket-for-family",
+    )
+    failures = list(dict.fromkeys([*FAILURE_REASONS, *REASONS, *notifies, *kink_errors,
+                                   *krb_errors, "reconfigured"]))
+    names = list(_PLAIN)
+    names += ["negotiations.responded", "negotiations.retried.no-ke", "rekeys.skipped",
+              "refused.half-open-limit", "refused.wrong-address", "rate-limited.known-ticket",
+              "acquires", "acquires.unmatched", "kernel_expire.unknown", "errors.internal",
+              "kernel.acquires", "kernel.events-lost", "socket.errors", "sas.expired",
+              "sas.superseded", "collisions"]
+    names += [f"dropped.{r}" for r in drops]
+    names += [f"negotiations.failed.{r}" for r in failures]
+    names += [f"errors.sent.{c}" for c in (*notifies, *kink_errors, *krb_errors)]
+    names += [f"kdc.failures.{r}" for r in REASONS]
+    return tuple(dict.fromkeys(names))
+
+
+_KNOWN: tuple[str, ...] | None = None
+
+
+def known_counters() -> tuple[str, ...]:
+    """The declared counters (:func:`_known_counters`, computed once)."""
+    global _KNOWN
+    if _KNOWN is None:
+        _KNOWN = _known_counters()
+    return _KNOWN
+
+
 def _escape(v: str) -> str:
     return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -58,16 +111,20 @@ class Histogram:
 
 
 def render(counters: Mapping[str, int], gauges: Mapping[str, tuple[str, dict[str, str], float]] | None = None,
-           histograms: Mapping[str, tuple[str, Histogram]] | None = None) -> str:
+           histograms: Mapping[str, tuple[str, Histogram]] | None = None,
+           known: Iterable[str] | None = None) -> str:
     """Prometheus text exposition of engine counters, daemon gauges and histograms.
 
     ``gauges``: ``{metric_name: (help, labels, value)}``; several label sets of
     one metric can be given by keys ``name{...}`` (see :func:`gauge_key`).
+    ``known``: counters shown at 0 until incremented (default :func:`known_counters`).
     """
     out: list[str] = []
     families: dict[str, list[tuple[dict[str, str], float]]] = {}
     helps: dict[str, tuple[str, str]] = {}
-    for key, value in sorted(counters.items()):
+    merged = dict.fromkeys(known_counters() if known is None else known, 0)
+    merged.update(counters)
+    for key, value in sorted(merged.items()):
         if key in _PLAIN:
             name, help_ = _PLAIN[key]
             families.setdefault(name, []).append(({}, value))

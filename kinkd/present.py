@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from isakmp.doi import NotifyType
+from isakmp.errors import notify_reason
 from isakmp.events import (
     DeleteDone,
     DeleteStarted,
@@ -28,8 +29,10 @@ from isakmp.events import (
     ShutdownDone,
 )
 from kink.engine.api import ClockSkewCorrected, PeerRebooted, StatusDone
+from kink.kerberos.errors import REASONS as KRB_REASONS
+from kink.kerberos.errors import describe as describe_krb
 
-__all__ = ["Presented", "present", "failure_text", "level_of"]
+__all__ = ["Presented", "present", "failure_text", "level_of", "FAILURE_REASONS"]
 
 Presented = tuple[str, str, dict[str, Any]]  # (level, message, fields)
 
@@ -64,20 +67,37 @@ _FAILURES: dict[str, Callable[[str], str]] = {
 }
 
 
+#: failure reasons that are the name of a Notify the peer answered with
+_NOTIFY_REASONS = {notify_reason(n): n for n in NotifyType}
+_NOTIFY_HINTS = {
+    "payload-malformed": " (malformed request, or not allowed by the peer's policy: "
+                         "principal or traffic selectors)",
+    "no-proposal-chosen": " (none of our proposals is in the peer's policy for this child: "
+                          "compare esp_proposals/ah_proposals, mode and PFS group on both "
+                          "sides; the peer logs what it allows)",
+}
+
+
+#: the failure reasons of this table (metrics declares them at 0 from start-up)
+FAILURE_REASONS: tuple[str, ...] = tuple(_FAILURES)
+
+
 def failure_text(reason: str, detail: str) -> str:
     """The sentence for a failure reason code and its detail."""
     f = _FAILURES.get(reason)
     if f is not None:
         return f(detail)
-    if reason.startswith("notify-"):
-        hint = (" (malformed request, or not allowed by the peer's policy: principal or "
-                "traffic selectors)" if reason == f"notify-{int(NotifyType.PAYLOAD_MALFORMED)}"
-                else "")
-        return f"peer refused: notify {detail or reason[7:]}{hint}"
-    if reason.startswith("krb-error-"):
-        return f"peer answered KRB-ERROR {reason[10:]}" + (f" ({detail})" if detail else "")
-    if reason.startswith("kink-error-"):
-        return detail or f"peer answered KINK_ERROR {reason[11:]}"
+    if reason in _NOTIFY_REASONS or reason.startswith("notify-"):
+        name = _NOTIFY_REASONS.get(reason)
+        shown = detail or (name.name if name is not None else reason[7:])
+        return f"peer refused: notify {shown}{_NOTIFY_HINTS.get(reason, '')}"
+    if reason.startswith("krb-"):
+        text = describe_krb(reason[4:])
+        return f"peer answered KRB-ERROR {text}" + (f" ({detail})" if detail else "")
+    if reason.startswith("kink-"):
+        return detail or f"peer answered KINK_ERROR {reason[5:]}"
+    if reason in KRB_REASONS:  # our own Kerberos library or KDC (CredentialsError.reason)
+        return f"cannot get a ticket: {detail or describe_krb(reason)}"
     return f"{reason}: {detail}" if detail else reason
 
 
@@ -97,7 +117,7 @@ _REFUSALS: dict[str, Callable[[RequestRefused], str]] = {
 def _sa_established(e: SAEstablished) -> Presented:
     sa = e.sa
     proto, kw = sa.protocol.name, sa.transform.keyword
-    return ("info", f"{proto} SA {sa.spi_in:08x}/{sa.spi_out:08x} {kw} as {e.role}",
+    return ("info", f"{proto} SA {sa.spi_in:#010x}/{sa.spi_out:#010x} {kw} as {e.role}",
             {"spi_in": _spi(sa.spi_in), "spi_out": _spi(sa.spi_out), "protocol": proto,
              "transform": kw, "role": str(e.role), "principal": e.remote_id})
 
@@ -105,15 +125,15 @@ def _sa_established(e: SAEstablished) -> Presented:
 def _sa_deleted(e: SADeleted) -> Presented:
     sa = e.sa
     what = "expired" if e.reason == "expired" else f"removed: {e.reason}"
-    return ("info", f"{sa.protocol.name} SA {sa.spi_in:08x} {what}",
+    return ("info", f"{sa.protocol.name} SA {sa.spi_in:#010x} {what}",
             {"spi_in": _spi(sa.spi_in), "spi_out": _spi(sa.spi_out), "reason": e.reason})
 
 
 def _sa_superseded(e: SASuperseded) -> Presented:
     sa, by = e.sa, e.by
     return ("info",
-            f"{sa.protocol.name} SA {sa.spi_in:08x}/{sa.spi_out:08x} of {e.initiator_id} "
-            f"superseded by {by.spi_in:08x}/{by.spi_out:08x} and not deleted by the "
+            f"{sa.protocol.name} SA {sa.spi_in:#010x}/{sa.spi_out:#010x} of {e.initiator_id} "
+            f"superseded by {by.spi_in:#010x}/{by.spi_out:#010x} and not deleted by the "
             f"initiator: removed, DELETE sent",
             {"spi_in": _spi(sa.spi_in), "spi_out": _spi(sa.spi_out),
              "principal": e.initiator_id, "reason": e.reason})
@@ -127,7 +147,7 @@ def _delete_started(e: DeleteStarted) -> Presented:
 def _rekey_skipped(e: RekeySkipped) -> Presented:
     sa = e.sa
     return ("warning",
-            f"{sa.protocol.name} SA {sa.spi_in:08x} of {e.owner} is not rekeyed: the user's "
+            f"{sa.protocol.name} SA {sa.spi_in:#010x} of {e.owner} is not rekeyed: the user's "
             f"credentials are unknown since the restart; it expires at its hard lifetime",
             {"spi_in": _spi(sa.spi_in), "principal": e.owner, "reason": e.reason,
              "hard_at": sa.hard_at})
@@ -193,8 +213,9 @@ def _clock_skew(e: ClockSkewCorrected) -> Presented:
 
 def _delete_done(e: DeleteDone) -> Presented:
     msg = e.problem or f"DELETE of {e.deleted} SA(s) answered"
-    if e.problem and e.problem.split(":")[0] in _FAILURES:
-        code, _, detail = e.problem.partition(": ")
+    code, _, detail = e.problem.partition(": ")
+    if e.problem and (code in _FAILURES or code in _NOTIFY_REASONS or code in KRB_REASONS
+                      or code.startswith(("krb-", "kink-"))):
         msg = f"DELETE given up: {failure_text(code, detail)}"
     return "info", msg, {"deleted": e.deleted, "reason": e.reason}
 

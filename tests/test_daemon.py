@@ -336,3 +336,46 @@ def test_monitor_streams_events(pair):
     while time.monotonic() < deadline and n1.ctl_json("status")["daemon"]["monitors"]:
         time.sleep(0.1)
     assert n1.ctl_json("status")["daemon"]["monitors"] == 0
+
+
+def test_failures_are_actionable(pair):
+    """Issue 12: a proposal mismatch names the offer on both sides (the refusing daemon's log
+    and ``kinkctl up``); a wrong peer principal is ``principal-unknown`` with a hint, not GSS
+    text; metrics labels are stable names, present at 0 before any failure."""
+    n1, n2 = pair
+    n1.configure([child(proposals=("aes128gcm16-modp2048",))],
+                 [child(server=True, proposals=("aes256-sha256",))])
+    n1.start()
+    n2.start()
+    m = n1.ctl("metrics").stdout
+    assert 'kinkd_negotiations_failed_total{reason="no-proposal-chosen"} 0' in m
+    assert 'kinkd_kdc_failures_total{reason="principal-unknown"} 0' in m
+    r = n1.ctl("up", "host2/pg", "--timeout", "20", check=False)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and "NO_PROPOSAL_CHOSEN" in out, out
+    assert "we offered esp aes128gcm16-modp2048 (transport)" in out, out
+    log2 = n2.log()
+    assert "offered esp aes128gcm16-modp2048 (transport)" in log2, log2
+    assert "local policy of child pg: esp aes256-sha256 (transport)" in log2, log2
+    assert "no common transform" in log2
+    assert n1.ctl_json("stats")["counters"]["negotiations.failed.no-proposal-chosen"] == 1
+    assert n2.ctl_json("stats")["counters"]["errors.sent.no-proposal-chosen"] == 1
+    assert "reason=no-proposal-chosen" in n1.log()
+
+    n1.stop()
+    wrong = f"kink/host9.kink.test@{n1.realm.realm}"
+    n1.configure(extra1={"principal": wrong})
+    n1.start()
+    r = n1.ctl("up", "host2/pg", "--timeout", "20", check=False)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert f"principal-unknown: the KDC does not know {wrong} (check the peer's principal" \
+        in out, out
+    assert "Major" not in out and "GSS" not in out
+    assert "reason=principal-unknown" in n1.log()
+    # the library's own text only at debug level
+    assert re.search(r"debug kdc-error reason=principal-unknown msg=.*not found in Kerberos",
+                     n1.log())
+    m = n1.ctl("metrics").stdout
+    assert 'kinkd_kdc_failures_total{reason="principal-unknown"} 1' in m, m
+    assert "CredentialsError" not in m and not re.search(r'reason="[^"]*\d+"', m)

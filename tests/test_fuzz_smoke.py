@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from isakmp.doi import NotifyType
+from isakmp.errors import notify_reason
 from tests.fuzz import fuzz_kink
 
 FUZZ = Path(fuzz_kink.__file__)
@@ -25,7 +27,8 @@ def test_fuzz_smoke_every_target():
     kinds = {k.split(":")[0] for k in h.outcomes}
     assert {"wire", "isakmp", "krb", "engine", "reply", "signed", "signed-reply"} <= kinds
     # fuzzed input got past the Kerberos checks into ISAKMP handling and policy
-    assert any(k.startswith("signed:errors.sent.notify") for k in h.outcomes), h.outcomes
+    notifies = tuple(f"signed:errors.sent.{notify_reason(n)}" for n in NotifyType)
+    assert any(k.startswith(notifies) for k in h.outcomes), h.outcomes
     assert any(k.startswith("signed-reply:negotiations.") for k in h.outcomes), h.outcomes
 
 

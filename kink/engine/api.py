@@ -72,7 +72,9 @@ Counters also used: ``dropped.<reason>`` (decode reasons from wire, ``no-ap-req`
 ``acquires``, ``acquires.unmatched``, ``kernel_expire.unknown``, ``rekeys.skipped``,
 ``negotiations.retried.no-ke``, ``negotiations.failed.reconfigured``,
 ``dropped.shutting-down`` (CREATE commands after shutdown()).
-``errors.sent.<code>`` uses ``krb-<n>``, ``kink-<n>`` and ``notify-<n>`` labels.
+``errors.sent.<code>`` uses stable names: ``krb-<reason>`` (``krb-clock-skew``, see
+``kink.kerberos.errors.krb_reason``), ``kink-<name>`` (``kink-badqmvers``) and the Notify
+name (``no-proposal-chosen``, ``isakmp.errors.notify_reason``).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ from typing import Any
 from isakmp import dh as _dh
 from isakmp.childsa import PairMeta, RekeyWanted
 from isakmp.doi import NotifyType, ProtocolId
-from isakmp.errors import IsakmpError
+from isakmp.errors import IsakmpError, notify_reason
 from isakmp.events import (
     Address,
     Direction,
@@ -69,6 +69,8 @@ from isakmp.policy import ChildConfig, child_mode
 from isakmp.proposals import (
     Policy,
     build_offer,
+    describe_offer,
+    describe_policy,
     optimistic_proposals,
     parse_transform,
     select,
@@ -217,8 +219,10 @@ class CreateMixin(TransactionsMixin):
                         bytes(p.data)[:1] == b"\x04" and t.dh is not None:
                     self._retry_without_ke(t, now, out)
                     return
-                self._fail(t, now, out, f"notify-{int(p.notify_type)}",
-                           str(getattr(p.notify_type, "name", p.notify_type)))
+                name = str(getattr(p.notify_type, "name", p.notify_type))
+                if p.notify_type == NotifyType.NO_PROPOSAL_CHOSEN and t.offer is not None:
+                    name += f"; we offered {describe_offer(t.offer)}"
+                self._fail(t, now, out, notify_reason(p.notify_type), name)
                 return
             if tp is SecurityAssociation and sa is None:
                 sa = p
@@ -296,7 +300,7 @@ class CreateMixin(TransactionsMixin):
         if t.no_ke or not suites:
             why = (f"peer does not support KE (PFS) and every proposal of child {name} "
                    "requires it") if not suites else "peer refused KE again"
-            self._fail(t, now, out, f"notify-{int(NotifyType.INVALID_PAYLOAD_TYPE)}",
+            self._fail(t, now, out, notify_reason(NotifyType.INVALID_PAYLOAD_TYPE),
                        f"INVALID_PAYLOAD_TYPE: {why}")
             return
         self.stats["negotiations.retried.no-ke"] += 1
@@ -470,8 +474,12 @@ class CreateMixin(TransactionsMixin):
                 raise IsakmpError("only single ESP or AH SAs", notify=M.NO_PROPOSAL_CHOSEN)
             transform = negotiated_transform(c)
         except IsakmpError as e:
+            detail = str(e)
+            if e.notify == M.NO_PROPOSAL_CHOSEN:
+                detail += (f"; offered {describe_offer(sa)}; local policy of child "
+                           f"{child.name}: {describe_policy(policy)}")
             return refuse(e.notify, out, peer.name, child.name, "proposal", client,
-                          str(e)), False, None
+                          detail), False, None
         spi_b = c.proposal.spi
         if len(spi_b) != 4:
             return refuse(M.INVALID_SPI, out, peer.name, child.name, "spi", client,

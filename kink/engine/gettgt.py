@@ -55,13 +55,13 @@ class GetTgtMixin(TransactionsMixin):
             return
         me = self.config.daemon.principal
         if not self.config.daemon.user_to_user_responder:
-            self.stats["errors.sent.kink-7"] += 1
+            self.stats["errors.sent.kink-u2udenied"] += 1
             self._send(out, wire.encode(_REPLY, msg.xid, [ErrorPayload(ErrorCode.U2UDENIED)]),
                        addr)
             return
         if req.princ_name != me:
             err = make_krb_error(KrbErrorCode.KRB_AP_ERR_NOT_US, now, sname=me)
-            self.stats["errors.sent.krb-35"] += 1
+            self.stats["errors.sent.krb-not-us"] += 1
             self._send(out, wire.encode(_REPLY, msg.xid, [KrbErrorPayload(err)]), addr)
             return
         tgt = self._tgt

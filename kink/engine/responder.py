@@ -37,7 +37,7 @@ from __future__ import annotations
 from typing import Any
 
 from isakmp.doi import NotifyType
-from isakmp.errors import IsakmpError
+from isakmp.errors import IsakmpError, notify_reason
 from isakmp.events import Address, RequestRefused
 from isakmp.payloads import Identification, Notification
 from isakmp.replycache import CacheEntry
@@ -50,7 +50,7 @@ from kink.kerberos.acceptor import (
     make_ap_rep,
     make_krb_error,
 )
-from kink.kerberos.errors import KerberosError, KrbErrorCode
+from kink.kerberos.errors import KerberosError, KrbErrorCode, krb_reason
 from kink.wire import (
     ApRepPayload,
     ApReqPayload,
@@ -61,6 +61,7 @@ from kink.wire import (
     KrbErrorPayload,
     MessageType,
     TgtRepPayload,
+    kink_error_reason,
 )
 
 from .core import Timer
@@ -85,7 +86,7 @@ class ResponderMixin(CreateMixin):
             return
         self._rl.charge(host, now)
         data = wire.encode(_REPLY, e.xid, [ErrorPayload(int(e.error_code))])
-        self.stats[f"errors.sent.kink-{int(e.error_code)}"] += 1
+        self.stats[f"errors.sent.{kink_error_reason(e.error_code)}"] += 1
         self._send(out, data, addr)
 
     # -- authentication ------------------------------------------------------------------
@@ -157,7 +158,7 @@ class ResponderMixin(CreateMixin):
                                      client=e.client or None)
         except (ValueError, KerberosError):
             return
-        self.stats[f"errors.sent.krb-{code}"] += 1
+        self.stats[f"errors.sent.krb-{krb_reason(code)}"] += 1
         if e.session_key is not None and e.ctime is not None and e.enctype is not None:
             acc = AcceptedRequest(e.client or "", e.server or "", e.session_key, e.enctype,
                                   e.ticket_endtime or 0, 0, 0, 0, e.ctime, e.cusec or 0, None,
@@ -293,7 +294,7 @@ class ResponderMixin(CreateMixin):
                  reason: str, principal: str, detail: str = "", protocol: int = 0,
                  spi: bytes = b"", data: bytes = b"") -> list:
         """The inner payloads of a REPLY refusing the request with ``notify``."""
-        self.stats[f"errors.sent.notify-{int(notify)}"] += 1
+        self.stats[f"errors.sent.{notify_reason(notify)}"] += 1
         name: Any = NotifyType(notify).name if notify in NotifyType._value2member_map_ \
             else int(notify)
         out.append(RequestRefused(peer, child, principal, reason, name, detail))
@@ -305,11 +306,11 @@ class ResponderMixin(CreateMixin):
         if isa is None:
             return [], None
         if not isa.qm_version_ok:
-            self.stats["errors.sent.kink-6"] += 1
+            self.stats["errors.sent.kink-badqmvers"] += 1
             return None, [ErrorPayload(int(ErrorCode.BADQMVERS))]
         try:
             return isa.payloads(), None
         except IsakmpError as e:
-            self.stats[f"errors.sent.notify-{int(e.notify)}"] += 1
+            self.stats[f"errors.sent.{notify_reason(e.notify)}"] += 1
             return None, [IsakmpPayload.from_payloads([Notification(int(e.notify), 0, b"",
                                                                     e.data)])]

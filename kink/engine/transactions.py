@@ -33,7 +33,8 @@ from kink.kerberos.apreq import (
     parse_krb_error,
     verify_ap_rep,
 )
-from kink.kerberos.errors import KDCUnreachable, KerberosError, KrbErrorCode
+from kink.kerberos.errors import KDCUnreachable, KerberosError, KrbErrorCode, krb_reason
+from kink.kerberos.errors import describe as describe_krb
 from kink.kerberos.messages import Ticket
 from kink.wire import (
     ApRepPayload,
@@ -45,6 +46,7 @@ from kink.wire import (
     MessageType,
     TgtRepPayload,
     TgtReqPayload,
+    kink_error_reason,
 )
 
 from .api import ClockSkewCorrected, FetchTicket
@@ -134,7 +136,9 @@ class TransactionsMixin(EngineCore):
                     self._fail(t, now, out, "kdc-unreachable",
                                f"{t.peer.cfg.principal} ({error})")
                 else:
-                    self._fail(t, now, out, "kdc", str(error))
+                    # CredentialsError.reason: principal-unknown, wrong-key ... (or "kdc")
+                    self._fail(t, now, out, getattr(error, "reason", None) or "kdc",
+                               str(error))
             if self._stopping:
                 self._maybe_shutdown_done(now, out)
             return out
@@ -211,7 +215,7 @@ class TransactionsMixin(EngineCore):
             t.peer.dpd_xid = None
 
     def _fail(self, t: Txn, now: float, out: list, reason: str, detail: str) -> None:
-        """The command failed for ``reason`` (``timeout``, ``kdc``, ``notify-N`` ...)."""
+        """The command failed for ``reason`` (``timeout``, ``kdc``, ``no-proposal-chosen`` ...)."""
         self._finish_txn(t)
         kind = t.kind
         if kind == Kind.CREATE:
@@ -292,7 +296,7 @@ class TransactionsMixin(EngineCore):
             return
         kinkerr = msg.find(ErrorPayload)
         if kinkerr is not None and kinkerr.code != ErrorCode.KINK_OK:
-            self._fail(t, now, out, f"kink-error-{int(kinkerr.code)}",
+            self._fail(t, now, out, kink_error_reason(kinkerr.code),
                        kink_error_text(kinkerr.code))
             return
         if t.kind == Kind.CREATE:
@@ -320,7 +324,8 @@ class TransactionsMixin(EngineCore):
         if kerr is not None:
             try:
                 code = parse_krb_error(kerr.krb_error).error_code
-                t.last_error = f"unauthenticated KRB-ERROR {code}"
+                # named, with its hint: "kvno-mismatch: the key version ... (export ...)"
+                t.last_error = f"unauthenticated KRB-ERROR {describe_krb(krb_reason(code))}"
             except KerberosError:
                 t.last_error = "malformed KRB-ERROR"
         kinkerr = msg.find(ErrorPayload)
@@ -359,7 +364,7 @@ class TransactionsMixin(EngineCore):
             peer.tickets.pop(t.ukey, None)
             self._restart(t, now, out, retried_expired=True, force_new=True)
             return
-        self._fail(t, now, out, f"krb-error-{code}", "")
+        self._fail(t, now, out, f"krb-{krb_reason(code)}", "")
 
     def _negotiation_failed(self, out: list, peer: str | None, child: str | None,
                             reason: str, detail: str = "") -> None:

@@ -24,8 +24,11 @@ with KRB5_GC_USER_USER) and are cached in memory.
 Errors: :class:`KDCUnreachable` when no KDC answers (KRB5_KDC_UNREACH,
 "Cannot contact any KDC"), otherwise :class:`CredentialsError` whose ``code``
 is the Kerberos protocol error code when the KDC sent one (e.g. 7
-KDC_ERR_S_PRINCIPAL_UNKNOWN, 27 KDC_ERR_MUST_USE_USER2USER). Messages never
-contain key or ticket bytes.
+KDC_ERR_S_PRINCIPAL_UNKNOWN, 27 KDC_ERR_MUST_USE_USER2USER). Every error has a
+stable ``reason`` (``principal-unknown``, ``clock-skew``, ``kdc-unreachable``,
+``wrong-key`` ...) and ``hint``; for a named reason its message says what is wrong
+and what to check, and the library's text is kept in ``raw`` (debug logs). Messages
+never contain key or ticket bytes.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from isakmp.secret import Secret
 
 from . import u2u as _u2u
 from .crypto import SUPPORTED_ENCTYPES
-from .errors import CredentialsError, KDCUnreachable
+from .errors import CredentialsError, library_error
 from .keytab import KeyTable
 
 __all__ = ["ServiceTicket", "Credentials", "KRB5_KDC_UNREACH"]
@@ -75,32 +78,18 @@ class ServiceTicket:
         return self.endtime > now + min_lifetime
 
 
-def _signed(code: int) -> int:
-    code = int(code)
-    return code - (1 << 32) if code >= (1 << 31) else code
-
-
-def _mk_error(code: int | None, message: str) -> CredentialsError:
-    if code is not None:
-        code = _signed(code)
-        if code == KRB5_KDC_UNREACH:
-            return KDCUnreachable(message)
-        if KRB5_ERR_BASE <= code < KRB5_ERR_BASE + 128:
-            return CredentialsError(message, code - KRB5_ERR_BASE)
-    return CredentialsError(message)
-
-
-def _gss_error(e: gssapi.exceptions.GSSError, what: str) -> CredentialsError:
+def _gss_error(e: gssapi.exceptions.GSSError, what: str,
+               principal: str | None = None) -> CredentialsError:
     try:
         detail = e.gen_message()
     except Exception:  # pragma: no cover - gen_message itself failed
         detail = str(e)
     detail = " ".join(detail.split())
-    return _mk_error(getattr(e, "min_code", None), f"{what}: {detail}")
+    return library_error(getattr(e, "min_code", None), what, detail, principal)
 
 
-def _krb5_error(e: krb5.Krb5Error, what: str) -> CredentialsError:
-    return _mk_error(getattr(e, "err_code", None), f"{what}: {e}")
+def _krb5_error(e: krb5.Krb5Error, what: str, principal: str | None = None) -> CredentialsError:
+    return library_error(getattr(e, "err_code", None), what, str(e), principal)
 
 
 class Credentials:
@@ -165,7 +154,7 @@ class Credentials:
                 cc = krb5.cc_default(ctx)
                 ccache_name = f"{cc.cache_type.decode()}:{cc.name.decode()}"
             except krb5.Krb5Error as e:
-                raise _krb5_error(e, "no default credential cache") from None
+                raise _krb5_error(e, "no default credential cache", "the user") from None
         return cls(ccache_name, enctypes=enctypes, min_lifetime=min_lifetime)
 
     def close(self) -> None:
@@ -199,7 +188,8 @@ class Credentials:
                     p = krb5.cc_get_principal(self._ctx, cc)
                 except krb5.Krb5Error as e:
                     raise _krb5_error(
-                        e, f"no credentials in ccache {self.ccache_name!r} (run kinit)") from None
+                        e, f"no credentials in ccache {self.ccache_name!r} (run kinit)",
+                        f"ccache {self.ccache_name}") from None
                 self._principal = self._unparse(p)
         return self._principal
 
@@ -290,7 +280,8 @@ class Credentials:
             if self.enctypes:
                 gssapi.raw.krb5_set_allowable_enctypes(creds, list(self.enctypes))
         except gssapi.exceptions.GSSError as e:
-            raise _gss_error(e, f"cannot use credentials of {self!r}") from None
+            raise _gss_error(e, f"cannot use credentials of {self!r}",
+                             self._principal or self.ccache_name) from None
         return creds
 
     def _fetch(self, server: str) -> None:
@@ -301,7 +292,7 @@ class Credentials:
             ctx = gssapi.SecurityContext(name=target, usage="initiate", creds=creds, flags=_MUTUAL)
             ctx.step()
         except gssapi.exceptions.GSSError as e:
-            raise _gss_error(e, f"cannot get a service ticket for {server}") from None
+            raise _gss_error(e, f"cannot get a service ticket for {server}", server) from None
 
     # -- public API -----------------------------------------------------------------
 
@@ -343,7 +334,8 @@ class Credentials:
                 return st
             if self.keytab is None:
                 raise CredentialsError(
-                    f"no valid TGT for {me} in ccache {self.ccache_name!r} (run kinit)")
+                    f"no-ticket: no valid TGT for {me} in ccache {self.ccache_name!r} "
+                    "(run kinit)", reason="no-ticket")
             self._acquire_tgt()
             st = self._read(server, time.time())
             if st is None:
@@ -360,7 +352,8 @@ class Credentials:
             opt = krb5.get_init_creds_opt_alloc(ctx)
             creds = krb5.get_init_creds_keytab(ctx, princ, opt, keytab=kt)
         except krb5.Krb5Error as e:
-            raise _krb5_error(e, f"cannot get a TGT for {me} with keytab {self.keytab!r}") from None
+            raise _krb5_error(e, f"cannot get a TGT for {me} with keytab {self.keytab!r}",
+                              me) from None
         try:
             cc = self._cc()
             try:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from isakmp.secret import Secret
 
-from .errors import CredentialsError, KDCUnreachable
+from .errors import CredentialsError, library_error
 
 __all__ = ["U2UCredentials", "get_u2u_credentials", "KRB5_GC_USER_USER", "KRB5_GC_NO_STORE"]
 
@@ -161,11 +161,8 @@ class _Ctx:
 
 
 def _error(code: int, message: str) -> CredentialsError:
-    if code == KRB5_KDC_UNREACH:
-        return KDCUnreachable(message)
-    if KRB5_ERR_BASE <= code < KRB5_ERR_BASE + 128:
-        return CredentialsError(message, code - KRB5_ERR_BASE)
-    return CredentialsError(message)
+    what, _, detail = message.partition(": ")
+    return library_error(code, what, detail)
 
 
 def get_u2u_credentials(
