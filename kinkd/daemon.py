@@ -257,6 +257,8 @@ class Daemon:
                              socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
+            if self.xfrm is not None:
+                self._bypass(sock, ep)
             sock.bind((ep.host, ep.port))
             transport, _ = await self.loop.create_datagram_endpoint(
                 lambda: UdpEndpoint(self, ep, sock), sock=sock)
@@ -264,6 +266,17 @@ class Daemon:
             sock.close()
             raise
         self.transports.append((ep, transport))
+
+    def _bypass(self, sock: socket.socket, ep: cfgmod.Endpoint) -> None:
+        """KINK's own messages never go through IPsec: a child covering all traffic between
+        the two hosts would otherwise catch them (kernel ACQUIRE, no answer)."""
+        from isakmp.kernel.xfrm import bypass_socket
+
+        try:
+            bypass_socket(sock)
+        except OSError as e:
+            log("warning", "bypass-failed", f"KINK socket {ep} not exempted from IPsec policies: "
+                f"{e}; children covering port {ep.port} may block KINK itself")
 
     def _transport_for(self, addr: api.Address, local: api.Address | None):
         fam6 = ":" in addr[0]

@@ -125,3 +125,29 @@ def test_trap_policy_acquire_starts_create(bed):
     # on_shutdown = "delete": SAs deleted with the peer, policies removed
     assert n1.stop() == 0
     assert "198.19.2.0/24" not in sh(ns, "ip", "xfrm", "policy").stdout
+
+
+def test_kink_messages_bypass_a_child_covering_all_traffic(bed):
+    """A child with the default selectors covers all traffic between the two hosts, KINK's
+    own UDP included. kinkd exempts its sockets (per-socket bypass policies): without that,
+    the responder's policy caught its own REPLY (ACQUIRE, "no answer" at the initiator) --
+    found in the real-kernel test bed (tests/kernel)."""
+    ns, realm, n1, n2 = bed
+    child = {"name": "all", "esp_proposals": ["aes128gcm16"]}
+    write_config(n1, [{"name": "host2", "address": f"198.18.0.2:{PORT}",
+                       "principal": realm.service(H2), "child": [child]}],
+                 daemon_extra='backend = "xfrm"')
+    write_config(n2, [{"name": "host1", "address": f"198.18.0.1:{PORT}",
+                       "principal": realm.service(H1), "child": [child]}],
+                 daemon_extra='backend = "xfrm"')
+    n2.start()
+    n1.start()
+    pol = sh(ns, "ip", "xfrm", "policy").stdout
+    assert pol.count("socket in") == 2 and pol.count("socket out") == 2, pol
+    r = n1.ctl("up", "host2", check=False, timeout=30)
+    assert r.returncode == 0, r.stderr + n2.log()[-2000:]
+    pol = sh(ns, "ip", "xfrm", "policy").stdout
+    assert "src 198.18.0.1/32 dst 198.18.0.2/32" in pol, pol
+    assert n1.ctl("down", "host2", check=False, timeout=30).returncode == 0
+    assert n1.stop() == 0 and n2.stop() == 0
+    assert "socket" not in sh(ns, "ip", "xfrm", "policy").stdout

@@ -102,6 +102,7 @@ __all__ = [
     "XfrmError",
     "XfrmNetlink",
     "XfrmUnsupported",
+    "bypass_socket",
     "decode_acquire",
     "decode_event",
     "decode_expire",
@@ -914,6 +915,34 @@ class XfrmNetlink:
     def flush_policies(self) -> None:
         """Remove every (main-type) policy in this namespace."""
         self.sock.request(XFRM_MSG_FLUSHPOLICY, b"", what="FLUSHPOLICY")
+
+
+# --- per-socket bypass ------------------------------------------------------------------
+
+IP_XFRM_POLICY = 17  # linux/in.h
+IPV6_XFRM_POLICY = 35  # linux/in6.h
+
+
+def bypass_socket(sock: socket.socket) -> None:
+    """Exempt ``sock``'s own traffic from every IPsec policy (in and out).
+
+    The key-exchange socket must not be caught by the policies it installs: a child
+    covering all traffic between the two hosts (the default ``dynamic`` selectors)
+    matches the daemon's own UDP messages, which would then wait for an SA (ACQUIRE)
+    or need the SA being negotiated or deleted. Like strongSwan's bypass socket, this
+    sets a per-socket ALLOW policy with no template (``IP_XFRM_POLICY`` /
+    ``IPV6_XFRM_POLICY``; needs CAP_NET_ADMIN). Raises ``OSError`` when refused.
+    """
+    fam = sock.family
+    if fam == AF_INET:
+        level, opt = socket.IPPROTO_IP, IP_XFRM_POLICY
+    elif fam == AF_INET6:
+        level, opt = socket.IPPROTO_IPV6, IPV6_XFRM_POLICY
+    else:
+        raise XfrmError(errno.EAFNOSUPPORT, f"no per-socket policy for address family {fam}")
+    for d in (XFRM_POLICY_IN, XFRM_POLICY_OUT):
+        pol = PolicyInfo(selector=Selector(fam), dir=d, action=XFRM_POLICY_ALLOW)
+        sock.setsockopt(level, opt, encode_userpolicy_info(pol))
 
 
 # --- start-up probe ----------------------------------------------------------------------
