@@ -13,13 +13,25 @@ APT_PACKAGES := krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc python3-dev
 	podman runc debootstrap tshark nftables iproute2 \
 	strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins
 
-.PHONY: demo test deps apt venv lint bench clean
+.PHONY: demo test test-kernel deps apt venv lint bench clean
 
 demo: deps
 	$(PY) scripts/demo.py
 
 test: deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Real-kernel tests (tests/kernel, see README "Kernel test bed"): boots Debian's kernel
+# (ESP/XFRM as modules) once under QEMU and runs the suite inside; the host's own boot is
+# not touched. The guest's output streams here; console.log, the pcaps and figures.jsonl
+# stay in build/test-kernel/.
+KERNEL_APT_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static tcpdump
+KERNEL_TIMEOUT ?= 1500
+test-kernel: deps
+	@$(MAKE) --no-print-directory apt APT_PACKAGES="$(KERNEL_APT_PACKAGES)"
+	rm -rf build/test-kernel && mkdir -p build/test-kernel
+	$(PY) -m tests.kernel.vm --timeout $(KERNEL_TIMEOUT) --xfer build/test-kernel --env PYTHONPATH -- \
+	  $(PY) -m pytest -p no:cacheprovider tests/kernel $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
