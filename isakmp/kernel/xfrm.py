@@ -1198,6 +1198,7 @@ class XfrmBackend:
         self._reqid_owner: dict[int, tuple[Hashable, str]] = {}
         self._installed: dict[tuple[int, int, bytes], tuple[int, bool]] = {}
         self._acquire_handler: Callable[[AcquireRequest], None] | None = None
+        self._v6_children: set[tuple[str, Hashable]] = set()  # IPv6 children with policies
         self._expire_handler: Callable[[ProtocolId, int, bool, ExpiryKind], None] | None = None
         self.decode_errors = 0
 
@@ -1494,13 +1495,51 @@ class XfrmBackend:
         protocol: ProtocolId,
         mode: EncapsulationMode | int | str,
     ) -> None:
-        """Install (create or replace) the child's out/in(/fwd) policies."""
+        """Install (create or replace) the child's out/in(/fwd) policies.
+
+        IPv6 children also get the neighbour-discovery bypass (:meth:`nd_bypass_policies`)
+        while any is installed."""
         reqid = self.reqid(peer, child, selectors)
-        for p in self.build_policies(selectors, protocol=protocol, mode=mode, reqid=reqid):
+        pols = self.build_policies(selectors, protocol=protocol, mode=mode, reqid=reqid)
+        if any(p.selector.family == AF_INET6 for p in pols):
+            if not self._v6_children:
+                for p in self.nd_bypass_policies():
+                    self.nl.new_policy(p, update=True)
+            self._v6_children.add((child, _selectors_key(selectors)))
+        for p in pols:
             self.nl.new_policy(p, update=True)
+
+    #: ICMPv6 neighbour solicitation / advertisement (RFC 4861)
+    ND_TYPES = (135, 136)
+
+    def nd_bypass_policies(self) -> list[PolicyInfo]:
+        """ALLOW policies (no template) for ICMPv6 NS/NA, in and out, preferred over any child.
+
+        A transport-mode child covering all traffic between two IPv6 hosts also matches
+        their neighbour discovery: a cleartext NA arriving before (or alongside) the SAs is
+        dropped by the inbound policy (XfrmInTmplMismatch), the neighbour stays unresolved
+        and nothing, KINK included, reaches the peer. Libreswan installs the same bypass.
+        ICMP types travel in the selector's source port.
+        """
+        out = []
+        for t in self.ND_TYPES:
+            sel = Selector(AF_INET6, proto=58, sport=t, sport_mask=0xFFFF)
+            for d in (XFRM_POLICY_IN, XFRM_POLICY_OUT):
+                out.append(PolicyInfo(selector=sel, dir=d, priority=1, action=XFRM_POLICY_ALLOW))
+        return out
 
     def remove_policy(self, child: str, selectors: object) -> None:
         """Remove the policies :meth:`install_policy` made for ``selectors`` (missing ones ignored)."""
+        key = (child, _selectors_key(selectors))
+        if key in self._v6_children:
+            self._v6_children.discard(key)
+            if not self._v6_children:
+                for p in self.nd_bypass_policies():
+                    try:
+                        self.nl.delete_policy(p.selector, p.dir)
+                    except XfrmError as exc:
+                        if exc.errno not in (errno.ENOENT, errno.ESRCH):
+                            raise
         for mode in (XFRM_MODE_TRANSPORT, XFRM_MODE_TUNNEL):
             pols = self.build_policies(selectors, mode="tunnel" if mode else "transport")
             for p in pols:
@@ -1595,6 +1634,12 @@ class XfrmBackend:
             record_id=None if known is None else known[0],
             sa=sa,
         )
+
+
+def _selectors_key(selectors: object) -> Hashable:
+    return (str(selectors.local_address), str(selectors.remote_address),  # type: ignore[attr-defined]
+            tuple(map(str, getattr(selectors, "local_ts", ()) or ())),
+            tuple(map(str, getattr(selectors, "remote_ts", ()) or ())))
 
 
 def _ts_parts(ts: Any, endpoint: Address) -> tuple[Any, int, tuple[int, int]]:
