@@ -33,6 +33,7 @@ SKIP_REASON = ("real-kernel ESP test: runs only inside the QEMU VM of `make test
 H1, H2 = "host1.kink.test", "host2.kink.test"
 A1, A2, AKDC = "198.18.0.1", "198.18.0.2", "198.18.0.3"
 A1_6, A2_6 = "2001:db8:18::1", "2001:db8:18::2"
+S1, S2 = "198.19.1.1", "198.19.2.1"  # hosts in the subnets behind host1 / host2 (tunnel)
 PORT = 910
 IFACE = "lan0"
 
@@ -57,6 +58,7 @@ def lan():
     with NetnsBed("kern") as bed:
         ns1, ns2, nsk = bed.add_namespace("h1"), bed.add_namespace("h2"), bed.add_namespace("kdc")
         lan = bed.lan([ns1, ns2, nsk], ifname=IFACE, subnet="198.18.0.0/24")
+        bed.hub = lan.hub  # captures: host1's bridge port p0 there is the wire
         assert [lan.addrs[n] for n in (ns1, ns2, nsk)] == [A1, A2, AKDC]
         bed.add_address(ns1, IFACE, f"{A1_6}/64")
         bed.add_address(ns2, IFACE, f"{A2_6}/64")
@@ -138,15 +140,30 @@ class Pair:
         assert p.stdout.readline().strip() == b"ready"
         self.helpers.append(p)
 
-    def traffic(self, mode: str, *, to: str | None = None, count: int = 10, rate: float = 50,
-                port: int = 7777, wait: float = 2.0, timeout: float = 120) -> dict:
+    def traffic_argv(self, mode: str, *, to: str | None = None, src: str | None = None,
+                     count: int = 10, rate: float = 50, port: int = 7777,
+                     wait: float = 2.0) -> list[str]:
+        return [sys.executable, str(HERE / "traffic.py"), mode, "--to", to or self.addrs[1],
+                "--port", str(port), "--count", str(count), "--rate", str(rate), "--wait",
+                str(wait)] + (["--src", src] if src else [])
+
+    def traffic(self, mode: str, *, timeout: float = 120, **kw) -> dict:
+        """Run traffic.py MODE in host1 to host2 (or ``to``); its JSON figures."""
         import json
 
-        r = self.bed.run(self.ns1, [sys.executable, str(HERE / "traffic.py"), mode, "--to",
-                                    to or self.addrs[1], "--port", str(port), "--count",
-                                    str(count), "--rate", str(rate), "--wait", str(wait)],
-                         timeout=timeout)
+        r = self.bed.run(self.ns1, self.traffic_argv(mode, **kw), timeout=timeout)
         return json.loads(r.stdout)
+
+    def subnets(self) -> None:
+        """198.19.1.0/24 behind host1, 198.19.2.0/24 behind host2 (for tunnel mode)."""
+        for ns, addr in ((self.ns1, S1), (self.ns2, S2)):
+            if subprocess.run(["ip", "-n", ns, "link", "show", "sub0"],
+                              capture_output=True).returncode != 0:
+                self.bed.add_dummy(ns, "sub0", f"{addr}/24")
+        for ns, net, via, src in ((self.ns1, "198.19.2.0/24", A2, S1),
+                                  (self.ns2, "198.19.1.0/24", A1, S2)):
+            subprocess.run(["ip", "-n", ns, "route", "replace", net, "via", via, "src", src],
+                           check=True)
 
     def capture(self, name: str) -> Capturing:
         return Capturing(self, self.tmp / f"{name}.pcap")
@@ -186,7 +203,9 @@ def _hp(addr: str) -> str:
 
 
 class Capturing:
-    """tcpdump on host1's LAN interface while the ``with`` block runs."""
+    """tcpdump on the wire while the ``with`` block runs: host1's port of the LAN bridge, in
+    the hub namespace, where no IPsec happens. (On host1's own interface, tunnel-mode
+    packets show up a second time once decrypted: the kernel re-injects them there.)"""
 
     def __init__(self, pair: Pair, path: Path):
         self.pair, self.path = pair, path
@@ -196,8 +215,8 @@ class Capturing:
         err = self.path.with_suffix(".err")
         self.errf = open(err, "wb")
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.pair.ns1, "tcpdump", "-n", "-U", "--immediate-mode", "-s", "0", "-i", IFACE,
-             "-w", str(self.path)], stdout=subprocess.DEVNULL, stderr=self.errf,
+            ["ip", "netns", "exec", self.pair.bed.hub, "tcpdump", "-n", "-U", "--immediate-mode",
+             "-s", "0", "-i", "p0", "-w", str(self.path)], stdout=subprocess.DEVNULL, stderr=self.errf,
             start_new_session=True)
         deadline = time.monotonic() + 20
         while b"listening on" not in err.read_bytes():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.kernel import packets
-from tests.kernel.conftest import A1, A2, ctl, record
+from tests.kernel.conftest import A1, A1_6, A2, A2_6, S1, S2, ctl, record
 
 TRANSFORMS = ["aes128gcm16", "aes256gcm16", "aes128-sha1", "aes256-sha256"]
 MARKER = b"CLEARTEXT-MARKER"
@@ -24,8 +24,8 @@ def _spis(node) -> list[dict]:
 
 
 def _up(pair) -> tuple[dict, dict]:
-    r = pair.n1.ctl("up", "host2", timeout=60)
-    assert r.returncode == 0, r.stderr
+    r = pair.n1.ctl("up", "host2", timeout=60, check=False)
+    assert r.returncode == 0, (r.stderr, pair.n1.log()[-3000:], pair.n2.log()[-3000:])
     (s1,) = _spis(pair.n1)
     (s2,) = _spis(pair.n2)
     assert s1["spi_in"] == s2["spi_out"] and s1["spi_out"] == s2["spi_in"]
@@ -36,14 +36,15 @@ def _by_spi(states: list[packets.KernelSA]) -> dict[int, packets.KernelSA]:
     return {s.spi: s for s in states}
 
 
-def _check_flow(pair, s1: dict, name: str, *, to: str, count: int = COUNT) -> dict:
-    """UDP and ICMP from host1 to host2; returns the figures."""
+def _check_flow(pair, s1: dict, name: str, *, to: str, src: str | None = None,
+                count: int = COUNT) -> dict:
+    """UDP and ICMP from host1 (or ``src`` behind it) to ``to``; returns the figures."""
     spi_out, spi_in = int(s1["spi_out"], 16), int(s1["spi_in"], 16)
     k1_before = _by_spi(packets.xfrm_states(pair.ns1))
     k2_before = _by_spi(packets.xfrm_states(pair.ns2))
     with pair.capture(name) as cap:
-        udp = pair.traffic("udp", to=to, count=count)
-        icmp = pair.traffic("ping", to=to, count=count)
+        udp = pair.traffic("udp", to=to, src=src, count=count)
+        icmp = pair.traffic("ping", to=to, src=src, count=count)
     c = cap.capture
     assert udp["received"] == udp["sent"] == count, udp
     assert icmp["received"] == icmp["sent"] == count, icmp
@@ -53,6 +54,8 @@ def _check_flow(pair, s1: dict, name: str, *, to: str, count: int = COUNT) -> di
     assert set(seen) == {spi_out, spi_in}, seen
     assert c.cleartext() == [], c.cleartext()[:5]
     assert c.contains(MARKER) == 0
+    inner = [p for p in c.packets if p.src.startswith("198.19.") or p.dst.startswith("198.19.")]
+    assert inner == [], inner[:5]  # tunnel mode: the subnets' addresses never on the wire
     k1 = _by_spi(packets.xfrm_states(pair.ns1))
     k2 = _by_spi(packets.xfrm_states(pair.ns2))
     sent = k1[spi_out].packets - k1_before[spi_out].packets
@@ -119,6 +122,51 @@ def test_transport_ipv4(pair, transform):
     # DELETE: both kernels forget the SAs and policies
     r = pair.n1.ctl("down", "host2")
     assert r.returncode == 0, r.stderr
+    _check_empty(pair)
+    assert pair.stop() == [0, 0]
+    _check_empty(pair, stopped=True)
+
+
+@pytest.mark.parametrize("transform", ["aes128gcm16", "aes256-sha256"])
+def test_tunnel_ipv4(pair, transform):
+    """Tunnel mode between 198.19.1.0/24 (behind host1) and 198.19.2.0/24 (behind host2)."""
+    pair.subnets()
+    pair.configure({"name": "net", "mode": "tunnel", "esp_proposals": [transform],
+                    "local_ts": ["198.19.1.0/24"], "remote_ts": ["198.19.2.0/24"]},
+                   child2={"name": "net", "mode": "tunnel", "esp_proposals": [transform],
+                           "local_ts": ["198.19.2.0/24"], "remote_ts": ["198.19.1.0/24"]})
+    pair.start()
+    pair.echo_server()
+    s1, _ = _up(pair)
+    assert s1["mode"] == "tunnel"
+    k1 = packets.xfrm_states(pair.ns1)
+    assert {(s.src, s.dst, s.mode) for s in k1} == {(A1, A2, "tunnel"), (A2, A1, "tunnel")}, (
+        packets.ip_netns(pair.ns1, "-s", "xfrm", "state"))
+    pol = packets.xfrm_policies(pair.ns2)
+    assert "src 198.19.1.0/24 dst 198.19.2.0/24" in pol and "dir fwd" in pol, pol
+    figures = _check_flow(pair, s1, f"tunnel-{transform}", to=S2, src=S1)
+    _check_keys(pair)
+    record(f"tunnel-ipv4-{transform}", spi_out=s1["spi_out"], spi_in=s1["spi_in"], **figures)
+    assert pair.n1.ctl("down", "host2").returncode == 0
+    _check_empty(pair)
+    assert pair.stop() == [0, 0]
+    _check_empty(pair, stopped=True)
+
+
+@pytest.mark.parametrize("transform", ["aes256gcm16", "aes128-sha1"])
+def test_transport_ipv6(pair, transform):
+    pair.configure({"name": "app6", "esp_proposals": [transform]}, v6=True)
+    pair.start()
+    pair.echo_server()
+    s1, _ = _up(pair)
+    k1 = packets.xfrm_states(pair.ns1)
+    assert {(s.src, s.dst, s.mode) for s in k1} == {(A1_6, A2_6, "transport"),
+                                                    (A2_6, A1_6, "transport")}, (
+        packets.ip_netns(pair.ns1, "-s", "xfrm", "state"))
+    figures = _check_flow(pair, s1, f"transport6-{transform}", to=A2_6)
+    _check_keys(pair)
+    record(f"transport-ipv6-{transform}", spi_out=s1["spi_out"], spi_in=s1["spi_in"], **figures)
+    assert pair.n1.ctl("down", "host2").returncode == 0
     _check_empty(pair)
     assert pair.stop() == [0, 0]
     _check_empty(pair, stopped=True)

@@ -49,8 +49,11 @@ def _collect(s: socket.socket, parse, outstanding: set[int], until: float,
             outstanding.discard(seq)
 
 
-def udp(to: str, port: int, count: int, rate: float, payload: str, wait: float) -> dict:
+def udp(to: str, port: int, count: int, rate: float, payload: str, wait: float,
+        src: str | None = None) -> dict:
     s = socket.socket(_family(to), socket.SOCK_DGRAM)
+    if src:
+        s.bind((src, 0))
     s.connect((to, port))
     outstanding: set[int] = set()
     errors = 0
@@ -73,10 +76,13 @@ def udp(to: str, port: int, count: int, rate: float, payload: str, wait: float) 
             "seconds": round(time.monotonic() - start, 3)}
 
 
-def ping(to: str, count: int, rate: float, payload: str, wait: float) -> dict:
+def ping(to: str, count: int, rate: float, payload: str, wait: float,
+         src: str | None = None) -> dict:
     v6 = _family(to) == socket.AF_INET6
     proto = socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP
     s = socket.socket(_family(to), socket.SOCK_RAW, proto)
+    if src:
+        s.bind((src, 0))
     ident = os.getpid() & 0xFFFF
     req, rep = (128, 129) if v6 else (8, 0)
     outstanding: set[int] = set()
@@ -122,6 +128,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=("echo", "udp", "ping"))
     ap.add_argument("--to")
+    ap.add_argument("--src", help="source address to bind")
     ap.add_argument("--port", type=int, default=7777)
     ap.add_argument("--family", type=int, default=6, help="echo: 6 = dual-stack")
     ap.add_argument("--count", type=int, default=10)
@@ -132,11 +139,10 @@ def main() -> int:
     if a.mode == "echo":
         echo(a.port, socket.AF_INET6 if a.family == 6 else socket.AF_INET)
         return 0
-    fn = udp if a.mode == "udp" else ping
     if a.mode == "udp":
-        out = fn(a.to, a.port, a.count, a.rate, a.payload, a.wait)
+        out = udp(a.to, a.port, a.count, a.rate, a.payload, a.wait, a.src)
     else:
-        out = fn(a.to, a.count, a.rate, a.payload, a.wait)
+        out = ping(a.to, a.count, a.rate, a.payload, a.wait, a.src)
     print(json.dumps(out))
     return 0
 
