@@ -168,6 +168,21 @@ class Pair:
     def capture(self, name: str) -> Capturing:
         return Capturing(self, self.tmp / f"{name}.pcap")
 
+    def keep_artefacts(self, name: str) -> None:
+        """Copy both daemons' logs and the kernels' SAs/policies to the host's exchange
+        directory (make test-kernel: build/test-kernel/NAME-*)."""
+        keep = os.environ.get("KINKD_VM_XFER")
+        if not (keep and os.path.isdir(keep)):
+            return
+        name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+        for tag, n, ns in (("h1", self.n1, self.ns1), ("h2", self.n2, self.ns2)):
+            (Path(keep) / f"{name}-{tag}.log").write_text(n.log())
+            kernel = subprocess.run(["ip", "-n", ns, "-s", "xfrm", "state"], capture_output=True,
+                                    text=True).stdout
+            kernel += subprocess.run(["ip", "-n", ns, "-s", "xfrm", "policy"],
+                                     capture_output=True, text=True).stdout
+            (Path(keep) / f"{name}-{tag}-xfrm.txt").write_text(kernel)
+
     def close(self) -> None:
         for p in self.helpers:
             self.bed.stop(p)
@@ -239,10 +254,20 @@ class Capturing:
             shutil.copy(self.path, Path(keep) / self.path.name)
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    rep = yield
+    if rep.when == "call":
+        item.kernel_failed = rep.failed
+    return rep
+
+
 @pytest.fixture
-def pair(lan, kdc, tmp_path):
+def pair(lan, kdc, tmp_path, request):
     p = Pair(lan, kdc, tmp_path)
     try:
         yield p
     finally:
+        if getattr(request.node, "kernel_failed", True):
+            p.keep_artefacts(request.node.name)  # logs and kernel state, for the host
         p.close()

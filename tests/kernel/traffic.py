@@ -1,8 +1,9 @@
 """Traffic for the kernel tests, run inside a namespace: ``python traffic.py MODE ...``.
 
 * ``echo --port P [--family 4|6]``: a UDP echo server (runs until killed);
-* ``udp --to ADDR --port P --count N [--rate R] [--payload TEXT]``: send N datagrams at
-  R per second to the echo server, print ``{"sent": N, "received": M, "lost": [...]}``;
+* ``udp --to ADDR --port P --count N [--rate R] [--until-file F]``: send N datagrams at
+  R per second to the echo server (or until F exists), print
+  ``{"sent": N, "received": M, "lost": [...]}``;
 * ``ping --to ADDR --count N``: ICMP/ICMPv6 echo over a raw socket, same JSON.
 
 Each datagram carries a sequence number and the payload marker, so a capture can be
@@ -50,7 +51,7 @@ def _collect(s: socket.socket, parse, outstanding: set[int], until: float,
 
 
 def udp(to: str, port: int, count: int, rate: float, payload: str, wait: float,
-        src: str | None = None) -> dict:
+        src: str | None = None, until_file: str | None = None) -> dict:
     s = socket.socket(_family(to), socket.SOCK_DGRAM)
     if src:
         s.bind((src, 0))
@@ -65,6 +66,9 @@ def udp(to: str, port: int, count: int, rate: float, payload: str, wait: float,
     for i in range(count):
         due = start + i / rate
         _collect(s, parse, outstanding, due)
+        if until_file and i % 20 == 0 and os.path.exists(until_file):
+            count = i
+            break
         try:
             s.send(b"%08d " % i + payload.encode())
             outstanding.add(i)
@@ -129,6 +133,7 @@ def main() -> int:
     ap.add_argument("mode", choices=("echo", "udp", "ping"))
     ap.add_argument("--to")
     ap.add_argument("--src", help="source address to bind")
+    ap.add_argument("--until-file", help="udp: stop sending once this file exists")
     ap.add_argument("--port", type=int, default=7777)
     ap.add_argument("--family", type=int, default=6, help="echo: 6 = dual-stack")
     ap.add_argument("--count", type=int, default=10)
@@ -140,7 +145,7 @@ def main() -> int:
         echo(a.port, socket.AF_INET6 if a.family == 6 else socket.AF_INET)
         return 0
     if a.mode == "udp":
-        out = udp(a.to, a.port, a.count, a.rate, a.payload, a.wait, a.src)
+        out = udp(a.to, a.port, a.count, a.rate, a.payload, a.wait, a.src, a.until_file)
     else:
         out = ping(a.to, a.count, a.rate, a.payload, a.wait, a.src)
     print(json.dumps(out))
