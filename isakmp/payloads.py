@@ -217,6 +217,14 @@ class Transform:
             a = self._attrs = list(map(Attribute, map(_minus_af, flat[::2]), flat[1::2]))
         return a
 
+    def wire_key(self) -> tuple:
+        """A hashable value equal for transforms with the same number, ID and attributes
+        (the validated wire octets of a decoded transform, else the attribute list):
+        for caches keyed by an offer's content."""
+        if self._raw:
+            return (self.number, self.transform_id, self._raw)
+        return (self.number, self.transform_id, tuple((a.type, a.value) for a in self.attributes))
+
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
