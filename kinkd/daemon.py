@@ -26,7 +26,7 @@ from typing import Any
 from isakmp.kernel.statefile import read_state, write_state
 from isakmp.plugin import KeyExchangeEngine
 from kink.engine import api
-from kinkd import __version__, control, lend, metrics
+from kinkd import __version__, control, lend, metrics, sdnotify
 from kinkd import config as cfgmod
 from kinkd.logs import enabled as log_enabled
 from kinkd.logs import log
@@ -213,6 +213,13 @@ class Daemon:
         # most of the heap and full collections dominated the CPU per SA).
         gc.collect()
         gc.freeze()
+        # systemd (Type=notify): sockets bound, keytab credentials loaded, engine started
+        sdnotify.ready(self._status_line())
+
+    def _status_line(self) -> str:
+        d = self.config.daemon
+        return (f"running: {len(self.config.peers)} peers, listening on "
+                f"{', '.join(str(e) for e in d.listen)}, backend {self.backend_name}")
 
     def _after_restart(self, previous: dict) -> None:
         """We had SA state before this start. Our epoch is new, so peers drop the SAs they
@@ -737,6 +744,20 @@ class Daemon:
     async def reload(self) -> dict:
         if not self.config_path:
             raise control.ControlError("started without a config file: nothing to reload")
+        sdnotify.reloading(f"reloading {self.config_path}")
+        status = self._status_line()
+        try:
+            result = self._reload()
+            status = self._status_line()
+            return result
+        except control.ControlError as e:
+            # still running with the previous configuration: ready again, saying why
+            status += f"; last reload refused: {str(e).removeprefix('reload refused: ')}"
+            raise
+        finally:
+            sdnotify.ready(status)  # after RELOADING=1, in every case
+
+    def _reload(self) -> dict:
         try:
             new = cfgmod.load(self.config_path)
         except cfgmod.ConfigError as e:
@@ -791,6 +812,7 @@ class Daemon:
             self._apply(self.engine.shutdown(self.now(), delete_sas=True))
             return
         delete = self.config.daemon.on_shutdown == "delete"
+        sdnotify.stopping("stopping: deleting SAs with the peers" if delete else "stopping")
         log("info", "stopping", f"signal {signal.Signals(sig).name}" if sig else "stop requested",
             delete_sas=delete)
         self.shutdown_done = self.loop.create_future()
@@ -918,6 +940,7 @@ async def run(config: cfgmod.Config, config_path: str | None) -> int:
         await daemon.start()
     except Exception as e:
         log("error", "start-failed", f"{type(e).__name__}: {e}")
+        sdnotify.status(f"start failed: {type(e).__name__}: {e}")
         with contextlib.suppress(Exception):
             await daemon.close()
         return 1

@@ -1,0 +1,178 @@
+"""systemd integration: sd_notify over a real datagram socket standing in for systemd's
+notify socket (a real kinkd), the unit file (systemd-analyze)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from kinkd import sdnotify
+from tests.daemons import REPO, Node, free_udp_port, write_config
+
+UNIT = REPO / "conf" / "kinkd.service"
+H1, H2 = "host1.kink.test", "host2.kink.test"
+
+
+# --- sd_notify ---------------------------------------------------------------------------
+
+
+class NotifySocket:
+    """What systemd listens on: an AF_UNIX datagram socket; collects the notifications."""
+
+    def __init__(self, path: str):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.messages: list[dict[str, str]] = []
+
+    def next(self, timeout: float = 20.0) -> dict[str, str]:
+        self.sock.settimeout(timeout)
+        data = self.sock.recv(65536)
+        msg = dict(line.split("=", 1) for line in data.decode().split("\n") if line)
+        self.messages.append(msg)
+        return msg
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_notify_path_and_abstract_socket(tmp_path, monkeypatch):
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert sdnotify.notify("READY=1") is False  # not under systemd: a no-op
+    path = str(tmp_path / "notify")
+    ns = NotifySocket(path)
+    try:
+        monkeypatch.setenv("NOTIFY_SOCKET", path)
+        assert sdnotify.ready("up and\nrunning")
+        assert ns.next(2) == {"READY": "1", "STATUS": "up and running"}
+    finally:
+        ns.close()
+    name = f"kinkd-test-{os.getpid()}-{time.monotonic_ns()}"
+    abstract = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        abstract.bind("\0" + name)
+        monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+        before = time.monotonic_ns() // 1000
+        assert sdnotify.reloading()
+        abstract.settimeout(2)
+        lines = abstract.recv(4096).decode().split("\n")
+        assert lines[0] == "RELOADING=1"
+        usec = int(lines[1].removeprefix("MONOTONIC_USEC="))
+        assert before <= usec <= time.monotonic_ns() // 1000
+    finally:
+        abstract.close()
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody-listens"))
+    assert sdnotify.stopping() is False  # a failing send is never fatal
+    monkeypatch.setenv("NOTIFY_SOCKET", "vsock:2:1234")
+    assert sdnotify.notify("READY=1") is False
+
+
+def test_daemon_notifies_ready_reloading_stopping(realm, tmp_path):
+    """A real kinkd with $NOTIFY_SOCKET: READY=1 once bound and keyed; RELOADING=1 +
+    MONOTONIC_USEC then READY=1 around a reload (also a refused one, whose kinkctl exits
+    non-zero); STOPPING=1 on SIGTERM."""
+    port = free_udp_port()
+    n1 = Node(H1, "127.0.0.1", port, tmp_path / "h1", realm)
+    n1.directory.mkdir()
+    write_config(n1, [{"name": "host2", "address": f"127.0.0.2:{port}",
+                       "principal": realm.service(H2), "child": [
+                           {"name": "pg", "local_ts": ["dynamic"],
+                            "remote_ts": ["dynamic[tcp/5432]"],
+                            "esp_proposals": ["aes128gcm16"]}]}])
+    ns = NotifySocket(str(tmp_path / "notify"))
+    n1.extra_env["NOTIFY_SOCKET"] = str(tmp_path / "notify")
+    try:
+        n1.start(wait=False)
+        ready = ns.next()
+        assert ready["READY"] == "1"
+        assert "1 peers" in ready["STATUS"] and f"127.0.0.1:{port}" in ready["STATUS"]
+        # READY=1 came after the sockets were bound: kinkctl answers at once
+        n1.ctl("status")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            with pytest.raises(OSError):
+                s.bind(("127.0.0.1", port))
+
+        n1.ctl("reload")
+        m = ns.next()
+        assert m["RELOADING"] == "1" and int(m["MONOTONIC_USEC"]) > 0
+        m = ns.next()
+        assert m["READY"] == "1" and "last reload refused" not in m["STATUS"]
+
+        good = n1.config_path.read_text()
+        n1.config_path.write_text(good + "\n[daemon.bogus]\n")
+        r = n1.ctl("reload", check=False)
+        assert r.returncode != 0 and "reload refused" in r.stderr  # ExecReload fails
+        assert ns.next()["RELOADING"] == "1"
+        m = ns.next()
+        assert m["READY"] == "1" and "last reload refused" in m["STATUS"]
+        n1.config_path.write_text(good)
+
+        assert n1.stop() == 0
+        m = ns.next()
+        assert m["STOPPING"] == "1"
+        seq = [k for msg in ns.messages for k in ("READY", "RELOADING", "STOPPING") if k in msg]
+        assert seq == ["READY", "RELOADING", "READY", "RELOADING", "READY", "STOPPING"]
+    finally:
+        n1.stop()
+        ns.close()
+
+
+def test_daemon_without_notify_socket_is_unaffected(realm, tmp_path, monkeypatch):
+    """Not under systemd (no $NOTIFY_SOCKET): start, reload and stop as before."""
+    port = free_udp_port()
+    n1 = Node(H1, "127.0.0.1", port, tmp_path / "h1", realm)
+    n1.directory.mkdir()
+    write_config(n1, [])
+    n1.extra_env["NOTIFY_SOCKET"] = ""
+    try:
+        n1.start()
+        assert "reloaded" in n1.ctl("reload").stdout
+    finally:
+        assert n1.stop() == 0
+
+
+# --- the unit file -----------------------------------------------------------------------
+
+
+def _analyze() -> str:
+    exe = shutil.which("systemd-analyze")
+    if exe is None:
+        pytest.skip("systemd-analyze not installed (Debian package systemd)")
+    return exe
+
+
+def test_unit_security_exposure_at_most_3():
+    exe = _analyze()
+    r = subprocess.run([exe, "security", "--offline=true", "--no-pager", str(UNIT)],
+                       capture_output=True, text=True, timeout=60)
+    if "--offline" in r.stderr and "unrecognized" in r.stderr:
+        pytest.skip("systemd-analyze too old for --offline (systemd < 250)")
+    m = re.search(r"Overall exposure level for kinkd\.service: (\d+\.\d+)", r.stdout)
+    assert m, r.stdout + r.stderr
+    exposure = float(m.group(1))
+    assert exposure <= 3.0, r.stdout
+    # the figure recorded in the unit's comment is the current one
+    assert f"rates this unit {exposure:.1f}" in UNIT.read_text()
+
+
+def test_unit_verifies(tmp_path):
+    """`systemd-analyze verify` accepts the unit. It checks that the Exec*= binaries exist,
+    so the test verifies a copy pointing at this venv's kinkd/kinkctl (same directives)."""
+    exe = _analyze()
+    from tests.daemons import BIN
+
+    text = UNIT.read_text().replace("/usr/local/bin/", f"{BIN}/")
+    unit = tmp_path / "kinkd.service"
+    unit.write_text(text)
+    r = subprocess.run([exe, "verify", "--man=no", str(unit)], capture_output=True, text=True,
+                       timeout=60, env={**os.environ, "SYSTEMD_LOG_LEVEL": "notice"})
+    problems = [ln for ln in (r.stdout + r.stderr).splitlines() if "kinkd.service" in ln]
+    assert r.returncode == 0 and not problems, r.stdout + r.stderr
+    for line in ("Type=notify", "After=network-online.target time-sync.target",
+                 "ExecReload=/usr/local/bin/kinkctl", "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE"):
+        assert line in UNIT.read_text()
