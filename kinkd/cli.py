@@ -25,7 +25,8 @@ def _kinkd_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"kinkd {__version__}")
     p.add_argument("--config", "-c", metavar="FILE", help="TOML configuration file")
     p.add_argument("--check-config", metavar="FILE", help="validate FILE and exit (0 = valid)")
-    p.add_argument("--log-format", choices=["text", "json"], help="override daemon.log_format")
+    p.add_argument("--log-format", choices=["text", "json", "journal"],
+                   help="override daemon.log_format (journal: journald's native protocol)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                    help="override daemon.log_level")
     return p

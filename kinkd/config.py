@@ -79,7 +79,7 @@ class DaemonConfig:
     #: down of anyone's SAs, up in the daemon's name)
     admin_group: str | None = None
     log_level: str = "info"
-    log_format: str = "text"  # "text" | "json"
+    log_format: str = "text"  # "text" | "json" | "journal"
     metrics_listen: Endpoint | None = None  # optional Prometheus TCP endpoint
     on_shutdown: str = "keep"  # "keep" SAs, or "delete" them (with DELETE to peers)
     user_to_user_responder: bool = True  # hand out our TGT on GETTGT
@@ -356,8 +356,8 @@ def _daemon(c: _Ctx, t: dict, check_files: bool) -> tuple[DaemonConfig, Timers, 
     if log_level not in ("debug", "info", "warning", "error"):
         raise c.fail(f"{P}.log_level", f"unknown level {log_level!r} (debug, info, warning, error)")
     log_format = c.get(t, P, "log_format", str, default=d.log_format)
-    if log_format not in ("text", "json"):
-        raise c.fail(f"{P}.log_format", f"unknown format {log_format!r} (text or json)")
+    if log_format not in ("text", "json", "journal"):
+        raise c.fail(f"{P}.log_format", f"unknown format {log_format!r} (text, json or journal)")
     groups = {}
     for key in ("control_group", "admin_group"):
         g = c.get(t, P, key, (str, int), default=None)

@@ -1,18 +1,23 @@
 """systemd integration: sd_notify over a real datagram socket standing in for systemd's
-notify socket (a real kinkd), the unit file (systemd-analyze)."""
+notify socket (a real kinkd), the unit file (systemd-analyze), journald's native protocol
+(a real datagram socket standing in for /run/systemd/journal/socket)."""
 
 from __future__ import annotations
 
+import array
+import fcntl
+import io
 import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import time
 
 import pytest
 
-from kinkd import sdnotify
+from kinkd import logs, sdnotify
 from tests.daemons import REPO, Node, free_udp_port, write_config
 
 UNIT = REPO / "conf" / "kinkd.service"
@@ -176,3 +181,129 @@ def test_unit_verifies(tmp_path):
     for line in ("Type=notify", "After=network-online.target time-sync.target",
                  "ExecReload=/usr/local/bin/kinkctl", "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE"):
         assert line in UNIT.read_text()
+
+
+# --- journald ----------------------------------------------------------------------------
+
+
+def parse_native(data: bytes) -> list[tuple[str, bytes]]:
+    """Decode journald's native protocol: NAME=value\\n, or NAME\\n<le64 size><value>\\n."""
+    out, i = [], 0
+    while i < len(data):
+        nl = data.index(b"\n", i)
+        line = data[i:nl]
+        if b"=" in line:
+            k, v = line.split(b"=", 1)
+            out.append((k.decode(), v))
+            i = nl + 1
+        else:
+            (size,) = struct.unpack_from("<Q", data, nl + 1)
+            start = nl + 9
+            out.append((line.decode(), data[start:start + size]))
+            assert data[start + size:start + size + 1] == b"\n"
+            i = start + size + 1
+    return out
+
+
+class FakeJournal:
+    """journald's socket, as far as the native protocol goes: datagrams, maybe with a memfd."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.settimeout(5)
+
+    def entry(self) -> list[tuple[str, bytes]]:
+        data, anc, _flags, _addr = self.sock.recvmsg(1 << 20, socket.CMSG_SPACE(4))
+        if not data:  # the entry came as a sealed memfd
+            (level, kind, fdata), = anc
+            assert (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS)
+            fd = array.array("i", fdata[:4])[0]
+            try:
+                seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+                assert seals & fcntl.F_SEAL_WRITE and seals & fcntl.F_SEAL_SEAL
+                data = os.pread(fd, os.fstat(fd).st_size, 0)
+            finally:
+                os.close(fd)
+        return parse_native(data)
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def journal(tmp_path):
+    j = FakeJournal(str(tmp_path / "journal.socket"))
+    yield j
+    j.close()
+    logs.setup("info", "text")  # back to plain stderr lines for the other tests
+
+
+def test_journal_encoding_is_binary_safe():
+    data = logs.journal_encode([("MESSAGE", "one line"), ("KINK_REASON", "two\nlines"),
+                                ("KINK_BLOB", b"\x00\n\xff")])
+    assert data == (b"MESSAGE=one line\n"
+                    b"KINK_REASON\n" + struct.pack("<Q", 9) + b"two\nlines\n"
+                    b"KINK_BLOB\n" + struct.pack("<Q", 3) + b"\x00\n\xff\n")
+    assert parse_native(data) == [("MESSAGE", b"one line"), ("KINK_REASON", b"two\nlines"),
+                                  ("KINK_BLOB", b"\x00\n\xff")]
+
+
+def test_journal_structured_fields_when_stderr_is_the_journal_stream(journal, tmp_path,
+                                                                    monkeypatch):
+    """$JOURNAL_STREAM names stderr: records go to the journal socket with fields."""
+    err = open(tmp_path / "stderr", "w")  # noqa: SIM115 - closed below
+    try:
+        st = os.fstat(err.fileno())
+        monkeypatch.setattr("sys.stderr", err)
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        assert logs.stderr_is_journal()
+        logs.setup("debug", "text", journal_socket=journal.path)
+        # the way the daemon logs an engine event (kinkd.daemon.Daemon._event)
+        level, message, fields = "info", "ESP SA 1a2b3c4d/0badcafe aes128gcm16 as initiator", {
+            "spi_in": "0x1a2b3c4d", "spi_out": "0x0badcafe", "protocol": "esp"}
+        logs.log(level, "sa-established", message, peer="db1", child="db1-pg", **fields)
+        e = journal.entry()
+        d = dict(e)
+        assert d["PRIORITY"] == b"6" and d["SYSLOG_IDENTIFIER"] == b"kinkd"
+        assert d["KINK_EVENT"] == b"sa-established"
+        assert d["KINK_PEER"] == b"db1" and d["KINK_CHILD"] == b"db1-pg"
+        assert [v for k, v in e if k == "KINK_SPI"] == [b"0x1a2b3c4d", b"0x0badcafe"]
+        assert d["KINK_SPI_IN"] == b"0x1a2b3c4d" and d["KINK_PROTOCOL"] == b"esp"
+        assert d["MESSAGE"].startswith(b"info sa-established peer=db1 child=db1-pg ")
+        assert not re.match(rb"\d{4}-", d["MESSAGE"])  # journald stamps the time itself
+        # multi-line values keep their newlines (length-prefixed), ints SPIs in hex
+        logs.log("error", "reload-failed", "line one\nline two", spi=0x1234, detail="a\nb")
+        d = dict(journal.entry())
+        assert d["PRIORITY"] == b"3" and d["KINK_SPI"] == b"0x00001234"
+        assert d["KINK_DETAIL"] == b"a\nb"
+        assert b"\n" not in d["MESSAGE"]  # the line quotes it: msg="line one\nline two"
+        # an entry larger than a datagram goes as a sealed memfd
+        logs.log("warning", "big", peer="db1", blob="x" * 400_000)
+        d = dict(journal.entry())
+        assert d["KINK_BLOB"] == b"x" * 400_000 and d["PRIORITY"] == b"4"
+        assert (tmp_path / "stderr").read_text() == ""  # nothing went to stderr
+    finally:
+        err.close()
+
+
+def test_journal_stream_not_stderr_keeps_plain_lines(journal, monkeypatch):
+    """$JOURNAL_STREAM set but stderr redirected elsewhere: timestamped lines, no journal."""
+    monkeypatch.setenv("JOURNAL_STREAM", "1:2")
+    stream = io.StringIO()
+    assert not logs.stderr_is_journal(stream)
+    logs.setup("info", "text", stream=stream, journal_socket=journal.path)
+    logs.log("info", "started", "kinkd running", peer="x")
+    assert re.match(r"\d{4}-\d\d-\d\dT.*Z info started peer=x", stream.getvalue())
+
+
+def test_journal_configured_falls_back_to_stderr(tmp_path):
+    """log_format = "journal" without a reachable journal: the line with a <N> prefix."""
+    stream = io.StringIO()
+    try:
+        logs.setup("info", "journal", stream=stream, journal_socket=str(tmp_path / "absent"))
+        logs.log("warning", "backend", "no ESP", backend="xfrm")
+        assert stream.getvalue() == '<4>warning backend backend=xfrm msg="no ESP"\n'
+    finally:
+        logs.setup("info", "text")
