@@ -163,6 +163,7 @@ def test_unit_security_exposure_at_most_3():
     assert exposure <= 3.0, r.stdout
     # the figure recorded in the unit's comment is the current one
     assert f"rates this unit {exposure:.1f}" in UNIT.read_text()
+    assert f"`systemd-analyze security` rates it {exposure:.1f}" in (REPO / "README.md").read_text()
 
 
 def test_unit_verifies(tmp_path):
