@@ -10,6 +10,7 @@ import io
 import os
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -182,6 +183,158 @@ def test_unit_verifies(tmp_path):
     for line in ("Type=notify", "After=network-online.target time-sync.target",
                  "ExecReload=/usr/local/bin/kinkctl", "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE"):
         assert line in UNIT.read_text()
+
+
+# --- the daemon under the unit's sandbox (seccomp, address families, /proc, /dev) ------------
+#
+# No systemd runs the unit here, so the daemon's behaviour is checked against it: a real
+# kinkd runs under strace with the unit's capabilities only (setpriv: the bounding set and
+# no-new-privs of the unit) and every system call it makes must pass the unit's
+# SystemCallFilter= (as systemd-analyze expands the groups), every socket family
+# RestrictAddressFamilies=, every /proc path ProcSubset=pid and every /dev path
+# PrivateDevices=.
+
+_PRIVATE_DEV = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
+                "/dev/tty", "/dev/ptmx", "/dev/pts", "/dev/shm", "/dev/log"}
+
+
+def _unit_values(key: str) -> list[str]:
+    return [line.split("=", 1)[1].strip() for line in UNIT.read_text().splitlines()
+            if line.startswith(key + "=")]
+
+
+def _syscall_groups(exe: str) -> dict[str, list[str]]:
+    out = subprocess.run([exe, "syscall-filter", "--no-pager"], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    groups: dict[str, list[str]] = {}
+    current = None
+    for line in out.splitlines():
+        if line.startswith("@"):
+            current = groups.setdefault(line.strip(), [])
+        elif not line.strip() or not line.startswith(" "):
+            current = None
+        elif current is not None and not line.strip().startswith("#"):
+            current.append(line.strip())
+    return groups
+
+
+def allowed_syscalls(exe: str) -> set[str]:
+    """The system calls the unit's SystemCallFilter= lines let through."""
+    groups = _syscall_groups(exe)
+
+    def expand(item: str, seen=frozenset()) -> set[str]:
+        if not item.startswith("@"):
+            return {item}
+        assert item in groups, f"unknown syscall group {item}"
+        out: set[str] = set()
+        for m in groups[item]:
+            if m not in seen:
+                out |= expand(m, seen | {item})
+        return out
+
+    allow: set[str] = set()
+    deny: set[str] = set()
+    for value in _unit_values("SystemCallFilter"):
+        target = deny if value.startswith("~") else allow
+        for item in value.removeprefix("~").split():
+            target |= expand(item)
+    assert allow, "the unit has no allow-list SystemCallFilter="
+    return (allow | expand("@default")) - deny
+
+
+def sandbox_problems(trace: str, exe: str) -> list[str]:
+    """What in an ``strace -f`` log the unit's sandbox would refuse."""
+    allowed = allowed_syscalls(exe)
+    families = set(" ".join(_unit_values("RestrictAddressFamilies")).split())
+    problems = []
+    used: set[str] = set()
+    for line in trace.splitlines():
+        m = re.match(r"^\d+\s+([a-z0-9_]+)\(", line)
+        if not m:
+            continue
+        name = m.group(1)
+        used.add(name)
+        if name not in allowed:
+            problems.append(f"system call not in SystemCallFilter: {line[:160]}")
+        if name in ("socket", "socketpair"):
+            fam = re.match(r"^\d+\s+\w+\((AF_\w+)", line)
+            if fam and fam.group(1) not in families:
+                problems.append(f"address family not allowed: {line[:160]}")
+        for path in re.findall(r'"(/(?:proc|dev)(?:/[^"]*)?)"', line):
+            if path.startswith("/proc") and not re.match(r"^/proc/(self|thread-self|\d+)(/|$)", path):
+                problems.append(f"/proc path hidden by ProcSubset=pid: {line[:160]}")
+            if path.startswith("/dev") and path not in _PRIVATE_DEV \
+                    and not path.startswith(("/dev/pts/", "/dev/shm/")):
+                problems.append(f"/dev path absent with PrivateDevices=: {line[:160]}")
+    assert {"sendto", "recvfrom", "epoll_wait", "bind"} <= used, sorted(used)  # really traced
+    return problems
+
+
+def _strace() -> str:
+    exe = shutil.which("strace")
+    if exe is None:
+        pytest.skip("strace not installed")
+    if subprocess.run([exe, "-o", "/dev/null", "true"], capture_output=True).returncode != 0:
+        pytest.skip("strace cannot trace here (ptrace not permitted)")
+    return exe
+
+
+def unit_privileges() -> list[str]:
+    """A command prefix giving a root process what the unit gives it: only the capabilities
+    of CapabilityBoundingSet= (a root process gets its bounding set on exec) and
+    NoNewPrivileges=. Skips without setpriv (util-linux) or when not root."""
+    exe = shutil.which("setpriv")
+    if exe is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv (util-linux) to drop to the unit's capabilities")
+    (caps,) = _unit_values("CapabilityBoundingSet")
+    wanted = ",".join("+" + c.lower().removeprefix("cap_") for c in caps.split())
+    assert "NoNewPrivileges=yes" in UNIT.read_text()
+    return [exe, f"--bounding-set=-all,{wanted}", "--no-new-privs", "--"]
+
+
+def stop_traced(node: Node) -> int:
+    """SIGTERM the daemon itself (node.proc is strace), then wait for strace."""
+    pid = node.ctl_json("status")["daemon"]["pid"]
+    os.kill(pid, signal.SIGTERM)
+    return node.proc.wait(30)
+
+
+def test_daemon_runs_within_the_units_sandbox(realm, tmp_path):
+    """A negotiation, reload, metrics and shutdown with the memory backend, traced, with
+    the unit's capabilities only."""
+    exe = _analyze()
+    strace = _strace()
+    from tests.test_daemon import child, peer_entry
+
+    port = free_udp_port()
+    n1 = Node(H1, "127.0.0.1", port, tmp_path / "h1", realm)
+    n2 = Node(H2, "127.0.0.2", port, tmp_path / "h2", realm)
+    for n in (n1, n2):
+        n.directory.mkdir()
+    write_config(n1, [peer_entry(realm, n2, [child()])],
+                 daemon_extra=f'metrics_listen = "127.0.0.1:{free_udp_port(("127.0.0.1",))}"')
+    write_config(n2, [peer_entry(realm, n1, [child(server=True)])])
+    trace = tmp_path / "strace.log"
+    n1.wrap = [*unit_privileges(), strace, "-f", "-qq", "-o", str(trace), "--"]
+    n1.extra_env["NOTIFY_SOCKET"] = str(tmp_path / "notify")
+    ns = NotifySocket(str(tmp_path / "notify"))
+    try:
+        n2.start()
+        n1.start()
+        assert ns.next()["READY"] == "1"
+        n1.ctl("up", "host2")
+        n1.ctl("sas")
+        n1.ctl("metrics")
+        n1.ctl("reload")
+        n1.ctl("down", "host2")
+        assert stop_traced(n1) == 0
+    finally:
+        ns.close()
+        n2.stop()
+        if n1.proc and n1.proc.poll() is None:
+            n1.proc.kill()
+    problems = sandbox_problems(trace.read_text(), exe)
+    assert not problems, "\n".join(problems[:40])
 
 
 # --- journald ----------------------------------------------------------------------------
