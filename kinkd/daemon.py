@@ -198,7 +198,8 @@ class Daemon:
             self._start_xfrm()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(self.stop(s)))
-        self.loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        self.loop.add_signal_handler(signal.SIGHUP,
+                                     lambda: asyncio.ensure_future(self._reload_on_signal()))
         self.stopped = asyncio.Event()
         log("info", "started", f"kinkd {__version__} running", principal=d.principal,
             listen=",".join(str(e) for e in d.listen), backend=self.backend_name,
@@ -756,6 +757,12 @@ class Daemon:
             raise
         finally:
             sdnotify.ready(status)  # after RELOADING=1, in every case
+
+    async def _reload_on_signal(self) -> None:
+        """SIGHUP: a refused configuration is logged (reload-failed) and told to systemd by
+        reload(); nobody waits for the answer, so the error ends here."""
+        with contextlib.suppress(control.ControlError):
+            await self.reload()
 
     def _reload(self) -> dict:
         try:
