@@ -116,13 +116,24 @@ def test_daemon_notifies_ready_reloading_stopping(realm, tmp_path):
         assert ns.next()["RELOADING"] == "1"
         m = ns.next()
         assert m["READY"] == "1" and "last reload refused" in m["STATUS"]
+        # SIGHUP (systemctl kill -s HUP): the same notifications, the refusal only logged
+        n1.signal(signal.SIGHUP)
+        assert ns.next()["RELOADING"] == "1"
+        m = ns.next()
+        assert m["READY"] == "1" and "last reload refused" in m["STATUS"]
         n1.config_path.write_text(good)
+        n1.signal(signal.SIGHUP)
+        assert ns.next()["RELOADING"] == "1"
+        m = ns.next()
+        assert m["READY"] == "1" and "last reload refused" not in m["STATUS"]
 
         assert n1.stop() == 0
         m = ns.next()
         assert m["STOPPING"] == "1"
         seq = [k for msg in ns.messages for k in ("READY", "RELOADING", "STOPPING") if k in msg]
-        assert seq == ["READY", "RELOADING", "READY", "RELOADING", "READY", "STOPPING"]
+        assert seq == ["READY"] + ["RELOADING", "READY"] * 4 + ["STOPPING"]
+        assert n1.log().count("reload-failed") == 2
+        assert "Traceback" not in n1.log() and "never retrieved" not in n1.log()
     finally:
         n1.stop()
         ns.close()
@@ -461,3 +472,59 @@ def test_journal_configured_falls_back_to_stderr(tmp_path):
         assert stream.getvalue() == '<4>warning backend backend=xfrm msg="no ESP"\n'
     finally:
         logs.setup("info", "text")
+
+
+def test_daemon_logs_to_the_journal_natively(realm, tmp_path):
+    """A real kinkd whose stderr is the "journal stream" ($JOURNAL_STREAM = its dev:inode),
+    in a mount namespace where /run/systemd/journal/socket is the fake journal: the events
+    of a real negotiation arrive as native entries with KINK_PEER, KINK_CHILD, KINK_SPI."""
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare (util-linux) for a private /run")
+    probe = subprocess.run([unshare, "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot create a mount namespace: {probe.stderr.decode().strip()}")
+    from tests.test_daemon import child, peer_entry
+
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    journal = FakeJournal(str(jdir / "socket"))
+    port = free_udp_port()
+    n1 = Node(H1, "127.0.0.1", port, tmp_path / "h1", realm)
+    n2 = Node(H2, "127.0.0.2", port, tmp_path / "h2", realm)
+    for n in (n1, n2):
+        n.directory.mkdir()
+    write_config(n1, [peer_entry(realm, n2, [child()])])
+    write_config(n2, [peer_entry(realm, n1, [child(server=True)])])
+    n1.log_path.touch()
+    st = os.stat(n1.log_path)
+    n1.extra_env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+    n1.wrap = [unshare, "-m", "--propagation", "private", "sh", "-c",
+               'mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal'
+               ' && mount --bind "$0" /run/systemd/journal && exec "$@"', str(jdir)]
+    try:
+        n2.start()
+        n1.start()
+        n1.ctl("up", "host2")
+        sa = n1.ctl_json("sas")["sas"][0]
+        assert n1.stop() == 0
+        entries = []
+        journal.sock.settimeout(0.5)
+        while True:
+            try:
+                entries.append(journal.entry())
+            except TimeoutError:
+                break
+    finally:
+        n2.stop()
+        journal.close()
+    assert n1.log() == ""  # everything went to the journal, nothing to stderr
+    by_event = {dict(e)["KINK_EVENT"]: e for e in entries}
+    assert {b"started", b"sa-established", b"stopping", b"stopped"} <= set(by_event)
+    e = by_event[b"sa-established"]
+    d = dict(e)
+    assert d["SYSLOG_IDENTIFIER"] == b"kinkd" and d["PRIORITY"] == b"6"
+    assert d["KINK_PEER"] == b"host2" and d["KINK_CHILD"] == b"pg"
+    assert {v for k, v in e if k == "KINK_SPI"} == {sa["spi_in"].encode(), sa["spi_out"].encode()}
+    assert d["MESSAGE"].startswith(b"info sa-established peer=host2 child=pg ")
+    assert dict(by_event[b"started"])["KINK_PID"].isdigit()
