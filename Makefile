@@ -11,7 +11,8 @@ PYTEST_ARGS ?=
 
 APT_PACKAGES := krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc python3-dev python3-venv \
 	podman runc debootstrap tshark nftables iproute2 \
-	strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins
+	strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins \
+	groff-base systemd strace
 
 .PHONY: demo test deps apt venv lint bench clean
 

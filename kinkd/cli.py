@@ -30,7 +30,8 @@ def _kinkd_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true",
                    help="with --check-config: skip the checks that need this machine's files "
                         "(the keytab)")
-    p.add_argument("--log-format", choices=["text", "json"], help="override daemon.log_format")
+    p.add_argument("--log-format", choices=["text", "json", "journal"],
+                   help="override daemon.log_format (journal: journald's native protocol)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                    help="override daemon.log_level")
     return p

@@ -109,7 +109,7 @@ class DaemonConfig:
     #: down of anyone's SAs, up in the daemon's name)
     admin_group: str | None = None
     log_level: str = "info"
-    log_format: str = "text"  # "text" | "json"
+    log_format: str = "text"  # "text" | "json" | "journal"
     metrics_listen: Endpoint | None = None  # optional Prometheus TCP endpoint
     on_shutdown: str = "keep"  # "keep" SAs, or "delete" them (with DELETE to peers)
     user_to_user_responder: bool = True  # hand out our TGT on GETTGT
@@ -536,8 +536,9 @@ def _daemon(c: _Ctx, t: dict, check_files: bool, check_keytab: bool) -> tuple[Da
     log_format = d.log_format
     with c.check():
         log_format = c.get(t, P, "log_format", str, default=d.log_format)
-        if log_format not in ("text", "json"):
-            raise c.fail(f"{P}.log_format", f"unknown format {log_format!r} (text or json)")
+        if log_format not in ("text", "json", "journal"):
+            raise c.fail(f"{P}.log_format",
+                         f"unknown format {log_format!r} (text, json or journal)")
     groups: dict[str, str | None] = {"control_group": None, "admin_group": None}
     for key in groups:
         with c.check():

@@ -27,7 +27,7 @@ from isakmp.kernel.statefile import read_state, write_state
 from isakmp.plugin import KeyExchangeEngine
 from isakmp.sadb import SAState
 from kink.engine import api
-from kinkd import __version__, control, lend, metrics
+from kinkd import __version__, control, lend, metrics, sdnotify
 from kinkd import config as cfgmod
 from kinkd.logs import enabled as log_enabled
 from kinkd.logs import log
@@ -217,6 +217,13 @@ class Daemon:
         # most of the heap and full collections dominated the CPU per SA).
         gc.collect()
         gc.freeze()
+        # systemd (Type=notify): sockets bound, keytab credentials loaded, engine started
+        sdnotify.ready(self._status_line())
+
+    def _status_line(self) -> str:
+        d = self.config.daemon
+        return (f"running: {len(self.config.peers)} peers, listening on "
+                f"{', '.join(str(e) for e in d.listen)}, backend {self.backend_name}")
 
     def _after_restart(self, previous: dict) -> None:
         """We had SA state before this start. Our epoch is new, so peers drop the SAs they
@@ -841,6 +848,20 @@ class Daemon:
     async def reload(self) -> dict:
         if not self.config_path:
             raise control.ControlError("started without a config file: nothing to reload")
+        sdnotify.reloading(f"reloading {self.config_path}")
+        status = self._status_line()
+        try:
+            result = await self._reload()
+            status = self._status_line()
+            return result
+        except control.ControlError as e:
+            # still running with the previous configuration: ready again, saying why
+            status += f"; last reload refused: {str(e).removeprefix('reload refused ')}"
+            raise
+        finally:
+            sdnotify.ready(status)  # after RELOADING=1, in every case
+
+    async def _reload(self) -> dict:
         path = self.config_path
         try:
             # as strict as start-up (the keytab is read): off the loop, it touches files
@@ -919,6 +940,7 @@ class Daemon:
             self._apply(self.engine.shutdown(self.now(), delete_sas=True))
             return
         delete = self.config.daemon.on_shutdown == "delete"
+        sdnotify.stopping("stopping: deleting SAs with the peers" if delete else "stopping")
         log("info", "stopping", f"signal {signal.Signals(sig).name}" if sig else "stop requested",
             delete_sas=delete)
         self.shutdown_done = self.loop.create_future()
@@ -1048,6 +1070,7 @@ async def run(config: cfgmod.Config, config_path: str | None) -> int:
         reason = getattr(e, "reason", None)  # a CredentialsError names what is wrong
         log("error", "start-failed", str(e) if reason else f"{type(e).__name__}: {e}",
             reason=reason)
+        sdnotify.status(f"start failed: {str(e) if reason else f'{type(e).__name__}: {e}'}")
         with contextlib.suppress(Exception):
             await daemon.close()
         return 1
