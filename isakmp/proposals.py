@@ -389,7 +389,7 @@ class Selection:
 
 
 def _copy_transform(t: Transform) -> Transform:
-    return Transform(t.number, t.transform_id, list(t.attributes))
+    return t.copy()
 
 
 def _min_opt(a: int | None, b: int | None) -> int | None:

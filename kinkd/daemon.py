@@ -20,6 +20,7 @@ import signal
 import socket
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -658,7 +659,38 @@ class Daemon:
         if show and not self.is_admin(uid):
             raise control.ControlError("--show-keys is only allowed for root or the admin group")
         meta = self.engine.sa_meta
-        return {"sas": [sa_json(sa, show, meta(sa.id)) for sa in self.engine.sas()]}
+        out = [sa_json(sa, show, meta(sa.id)) for sa in self.engine.sas()]
+        traffic = self._kernel_traffic()
+        if traffic is not None:
+            for sa, js in zip(self.engine.sas(), out, strict=True):
+                js["traffic"] = traffic(sa)
+        return {"sas": out}
+
+    def _kernel_traffic(self) -> Callable[[Any], dict] | None:
+        """Per-SA kernel counters (xfrm backend with kernel SAs; else None): a function of
+        an SA pair giving ``{"in": {...}, "out": {...}}`` (None for a direction the kernel
+        does not hold)."""
+        if self.xfrm is None or self.kernel_note is not None:
+            return None
+        try:
+            counters = self.xfrm.traffic()
+        except Exception as e:  # noqa: BLE001 - counters are informational
+            log("warning", "kernel-counters", f"cannot read the kernel's SA counters: {e}")
+            return None
+
+        def of(sa: Any) -> dict:
+            res = {}
+            for direction in ("in", "out"):
+                try:
+                    key = self.xfrm.traffic_key(sa, direction)
+                except Exception:  # noqa: BLE001 - an SA of a peer removed by a reload
+                    key = None
+                c = counters.get(key) if key is not None else None
+                res[direction] = None if c is None else {
+                    "bytes": c.bytes, "packets": c.packets, "replay": c.replay,
+                    "integrity_failed": c.integrity_failed}
+            return res
+        return of
 
     async def _cmd_up(self, args: dict, uid: int | None) -> dict:
         peer, child = args.get("peer"), args.get("child")
@@ -915,6 +947,17 @@ class Daemon:
         gauges["kinkd_peers"] = ("Configured peers", {}, len(self.config.peers))
         gauges["kinkd_kdc_requests_in_flight"] = ("KDC requests in flight", {}, self.kdc_inflight)
         gauges["kinkd_uptime_seconds"] = ("Seconds since start", {}, round(time.time() - self.started, 3))
+        traffic = self._kernel_traffic()
+        if traffic is not None:  # sums over the SAs held now (SAs come and go: gauges)
+            sums: dict[tuple[str, str], int] = defaultdict(int)
+            for sa in self.engine.sas():
+                for direction, c in traffic(sa).items():
+                    for k in ("bytes", "packets", "integrity_failed", "replay"):
+                        sums[(k, direction)] += c[k] if c else 0
+            for (k, direction), v in sorted(sums.items()):
+                name = f"kinkd_kernel_sa_{k}"
+                gauges[metrics.gauge_key(name, {"direction": direction})] = (
+                    f"{k.replace('_', ' ')} of the kernel SAs held now", {"direction": direction}, v)
         return metrics.render(self.engine.stats, gauges,
                               {"kinkd_kdc_request_seconds": ("KDC request latency", self.kdc_latency)})
 
