@@ -9,9 +9,12 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
+# Every program, charon plugin and Python module the tests and the demo use must come from
+# here or pyproject.toml: tests/test_install_guard.py fails the suite otherwise.
 APT_PACKAGES := krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc python3-dev python3-venv \
-	podman runc debootstrap tshark nftables iproute2 \
-	strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins
+	podman runc debootstrap tshark wireshark-common nftables iproute2 procps \
+	strongswan-charon strongswan-swanctl strongswan-libcharon libstrongswan \
+	libcharon-extra-plugins libstrongswan-standard-plugins
 
 .PHONY: demo test deps apt venv lint bench clean
 
