@@ -16,7 +16,7 @@ APT_PACKAGES := krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc python3-dev
 	strongswan-charon strongswan-swanctl strongswan-libcharon libstrongswan \
 	libcharon-extra-plugins libstrongswan-standard-plugins
 
-.PHONY: demo test deps apt venv lint bench clean
+.PHONY: demo test deps apt venv lint bench clean fresh-test
 
 demo: deps
 	$(PY) scripts/demo.py
@@ -48,6 +48,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
+
+# `make test` on a fresh Debian 12 machine (not part of `make test`; needs root, podman,
+# debootstrap): a cached debootstrap rootfs, a privileged podman container from it, a
+# fresh clone of this repository (committed HEAD) with ../shared beside it; see the script.
+fresh-test:
+	scripts/fresh-machine-test.sh
 
 # Benchmarks (not part of the test suite): KINK vs strongSwan, see README "Benchmarks".
 # `make bench` (about 10 minutes) or `make bench QUICK=1` (about 3 minutes) write
