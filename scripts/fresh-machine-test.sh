@@ -26,7 +26,10 @@ SHARED=${SHARED:-$(cd "$REPO/.." && pwd)/shared}
 CACHE=${FRESH_CACHE:-/var/tmp/kinkd-fresh}
 IMAGE=localhost/kinkd-fresh-bookworm:latest
 TARBALL=$CACHE/debian-bookworm-minbase.tar
-ULIMITS=(--ulimit nofile=65536:65536 --ulimit nproc=65536:65536)
+# rlimits may not exceed this shell's hard limits (runc fails with EPERM otherwise)
+lim() { local h; h=$(ulimit -H "$1"); [ "$h" = unlimited ] || [ "$h" -gt "$2" ] && h=$2; echo "$h"; }
+NOFILE=$(lim -n 65536) NPROC=$(lim -u 65536)
+ULIMITS=(--ulimit "nofile=$NOFILE:$NOFILE" --ulimit "nproc=$NPROC:$NPROC")
 
 [ "$(id -u)" -eq 0 ] || { echo "fresh-machine-test: run as root" >&2; exit 2; }
 for p in debootstrap podman runc git; do
