@@ -28,7 +28,7 @@ IMAGE=localhost/kinkd-fresh-bookworm:latest
 TARBALL=$CACHE/debian-bookworm-minbase.tar
 # rlimits may not exceed this shell's hard limits (runc fails with EPERM otherwise)
 lim() { local h; h=$(ulimit -H "$1"); [ "$h" = unlimited ] || [ "$h" -gt "$2" ] && h=$2; echo "$h"; }
-NOFILE=$(lim -n 65536) NPROC=$(lim -u 65536)
+NOFILE=$(lim -n 65536) NPROC=$(lim -u 32768)  # 65536 nproc: EPERM here
 ULIMITS=(--ulimit "nofile=$NOFILE:$NOFILE" --ulimit "nproc=$NPROC:$NPROC")
 
 [ "$(id -u)" -eq 0 ] || { echo "fresh-machine-test: run as root" >&2; exit 2; }
