@@ -13,6 +13,10 @@
 #   FRESH_KEEP=1                       keep the work directory (clone, logs, podman store)
 #   PYTEST_ARGS=...                    passed to `make test` inside (e.g. "-k guard")
 #   SHARED=/path/to/shared             default: ../shared next to the repository
+#   FRESH_CA=/path/bundle.crt          CA bundle for HTTPS inside (default: $PIP_CERT or
+#                                      $SSL_CERT_FILE when set: a site whose HTTPS goes
+#                                      through an intercepting proxy); proxy variables
+#                                      (http_proxy, https_proxy, no_proxy) are passed on
 #
 # Needs root, debootstrap, podman and runc on the host. The container runs with
 # --runtime=runc, host network and lowered ulimits (what works on this kind of
@@ -93,13 +97,26 @@ make test PYTEST_ARGS="$PYTEST_ARGS"
 EOF
 )
 
+# The network's trust and proxies are the site's, not the project's: pass them on.
+NET=()
+ca=${FRESH_CA:-${PIP_CERT:-${SSL_CERT_FILE:-}}}
+if [ -n "$ca" ] && [ -r "$ca" ]; then
+  NET+=(-v "$ca:/etc/kinkd-site-ca.crt:ro")
+  for v in PIP_CERT SSL_CERT_FILE REQUESTS_CA_BUNDLE CURL_CA_BUNDLE; do
+    NET+=(-e "$v=/etc/kinkd-site-ca.crt")
+  done
+fi
+for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+  [ -n "${!v:-}" ] && NET+=(-e "$v=${!v}")
+done
+
 start=$(date +%s)
 set +e
 podman run --rm --privileged --runtime=runc --network=host "${ULIMITS[@]}" \
   --name "kinkd-fresh-$$" \
   -v "$WORK/src:/src" -v "$SHARED:/src/shared:ro" \
   -v "$WORK/containers:/var/lib/containers" \
-  -e PYTEST_ARGS="${PYTEST_ARGS:-}" \
+  -e PYTEST_ARGS="${PYTEST_ARGS:-}" "${NET[@]}" \
   "$IMAGE" bash -c "$inner" 2>&1 | tee "$WORK/make-test.log"
 rc=${PIPESTATUS[0]}
 set -e
