@@ -69,6 +69,7 @@ PROGRAMS: dict[str, str] = {
     "debootstrap": "base image of the containerized KDC (krb5-testrealm/realm)",
     "tar": "packs the debootstrap rootfs (krb5-testrealm/realm)",
     "dpkg-query": "package ownership (this install guard)",
+    "ldconfig": "`ldconfig -p` by ctypes.util.find_library('krb5') (kink/kerberos/u2u.py)",
 }
 
 # Wrappers that run the program named later in their argv (checked themselves too).
