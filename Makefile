@@ -15,7 +15,7 @@ APT_PACKAGES := krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc python3-dev
 	podman runc debootstrap tshark wireshark-common nftables iproute2 procps \
 	strongswan-charon strongswan-swanctl strongswan-libcharon libstrongswan \
 	libcharon-extra-plugins libstrongswan-standard-plugins \
-	groff-base systemd strace
+	groff-base man-db systemd strace
 
 .PHONY: demo test deps apt venv lint bench clean fresh-test
 

@@ -70,6 +70,20 @@ PROGRAMS: dict[str, str] = {
     "tar": "packs the debootstrap rootfs (krb5-testrealm/realm)",
     "dpkg-query": "package ownership (this install guard)",
     "ldconfig": "`ldconfig -p` by ctypes.util.find_library('krb5') (kink/kerberos/u2u.py)",
+    "bash": "runs the kinkctl bash completion (test_packaging.py)",
+    "setpriv": "the unit's capabilities, group and uid switches (test_user_access.py, "
+               "test_systemd.py, test_daemon_xfrm.py)",
+    "strace": "system calls of the daemon against the unit's filter (test_systemd.py)",
+    "systemd-analyze": "the unit's security exposure and syscall groups (test_systemd.py)",
+    "groff": "renders the man pages (test_packaging.py)",
+    "man": "renders the man pages (test_packaging.py)",
+    "cat": "a file the confined daemon must not read (test_user_access.py)",
+    "mkdir": "private /run for the journald test (test_systemd.py)",
+    "true": "probes `unshare -m` (test_systemd.py)",
+    "useradd": "throw-away Unix users (test_user_access.py)",
+    "userdel": "removes them (test_user_access.py)",
+    "groupadd": "the unit's group when missing (test_user_access.py)",
+    "groupdel": "removes it again (test_user_access.py)",
 }
 
 # Wrappers that run the program named later in their argv (checked themselves too).
@@ -91,7 +105,8 @@ _WRAPPER_OPTS_WITH_ARG = {
 }
 _SHELLS = {"sh", "bash", "dash"}
 _SHELL_BUILTINS = {"exec", "cd", "set", "export", "true", "false", ":", "echo", "test", "[",
-                   "wait", "trap", "kill", "read", "exit", "printf", "ulimit", "umask"}
+                   "wait", "trap", "kill", "read", "exit", "printf", "ulimit", "umask",
+                   "source", ".", "local", "return", "shift", "eval", "unset"}
 
 
 class Problem(str):
