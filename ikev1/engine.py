@@ -1,0 +1,1196 @@
+"""The sans-I/O IKEv1 engine: Main Mode with pre-shared keys, Quick Mode, Informational
+(RFC 2409 §5, §5.4, §5.5, §5.7; RFC 2408 §4.8), NAT traversal (RFC 3947).
+
+Shape of the KINK engine (``isakmp.plugin.KeyExchangeEngine``): every entry point takes
+``now`` and returns a list of effects and events (``isakmp.events`` plus the two below);
+the driver sends the datagrams (``Send``, the non-ESP marker included on port 4500),
+applies ``InstallSA``/``RemoveSA``, and arms one timer at :meth:`IkeV1Engine.next_deadline`.
+
+Main Mode (PSK)::
+
+    I -> R  HDR, SA [, VID(RFC 3947)]
+    R -> I  HDR, SA [, VID]
+    I -> R  HDR, KE, Ni [, NAT-D, NAT-D]
+    R -> I  HDR, KE, Nr [, NAT-D, NAT-D]
+    I -> R  HDR*, IDii, HASH_I            (port 4500 when a NAT was detected)
+    R -> I  HDR*, IDir, HASH_R
+
+Quick Mode::
+
+    I -> R  HDR*, HASH(1), SA, Ni [, KE] [, IDci, IDcr]
+    R -> I  HDR*, HASH(2), SA, Nr [, KE] [, IDci, IDcr] [, N(RESPONDER-LIFETIME)]
+    I -> R  HDR*, HASH(3)
+
+The responder keeps no Diffie-Hellman state before the third message (a first message
+costs one proposal selection and a small record); half-open ISAKMP SAs are capped
+(``max_half_open``) and expire after ``half_open_timeout``. Aggressive Mode is refused
+(PSK + Aggressive Mode exposes an offline-crackable hash). Child SAs live in
+``isakmp.childsa`` exactly as KINK's do; their keys come from ``isakmp.sakeys`` with
+SKEYID_d and the phase-1 prf as key source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import random
+import struct
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
+
+from isakmp import dh as dhmod
+from isakmp.childsa import ChildSAs, DeleteWanted, PairMeta, RekeyWanted
+from isakmp.doi import (
+    FLAG_ENCRYPTION,
+    EncapsulationMode,
+    ExchangeType,
+    IdType,
+    NotifyType,
+    PayloadType,
+    ProtocolId,
+)
+from isakmp.errors import IsakmpError, NoProposalChosen
+from isakmp.events import (
+    Direction,
+    NegotiationFailed,
+    NegotiationStarted,
+    NotifyReceived,
+    RequestRefused,
+    Role,
+    Send,
+)
+from isakmp.message import Message
+from isakmp.payloads import (
+    Delete,
+    Hash,
+    Identification,
+    KeyExchange,
+    NatD,
+    Nonce,
+    Notification,
+    Payload,
+    Proposal,
+    SecurityAssociation,
+    VendorId,
+    decode_payloads,
+    encode_payloads,
+)
+from isakmp.plugin import PluginCapabilities, StaticKeySource
+from isakmp.policy import ChildConfig, child_mode, child_policy, child_protocol
+from isakmp.proposals import Policy, build_offer, select, validate_answer
+from isakmp.sadb import SADB, Lifetime
+from isakmp.sakeys import derive_sa_keys, negotiated_transform
+from isakmp.secret import Secret
+from isakmp.selectors import (
+    Selectors,
+    TrafficSelector,
+    host_ts,
+    id_to_ts,
+    match_child,
+    needs_ids,
+    resolve,
+    ts_to_id,
+)
+from isakmp.timers import Backoff, TimerHeap
+
+from . import crypto
+from .phase1 import (
+    Phase1Params,
+    build_phase1_offer,
+    parse_ike_proposal,
+    parse_phase1_transform,
+    select_phase1,
+)
+
+__all__ = [
+    "EngineConfig",
+    "IkeV1Engine",
+    "IsakmpSADeleted",
+    "IsakmpSAEstablished",
+    "PeerConfig",
+    "VID_RFC3947",
+]
+
+#: Vendor ID of RFC 3947 NAT traversal (MD5 of "RFC 3947")
+VID_RFC3947 = hashlib.md5(b"RFC 3947").digest()
+NON_ESP_MARKER = b"\0\0\0\0"
+IKE_PORT, NATT_PORT = 500, 4500
+IKEV1_CAPABILITIES = PluginCapabilities(responder_may_lower_lifetime=False)
+_MAX_PADDING = 255
+_IN, _OUT = Direction.IN, Direction.OUT
+
+
+# --- configuration -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConfig:
+    """One IKEv1 peer: where it is, the pre-shared key, phase-1 proposals (swanctl words),
+    identities (default: the addresses) and its children."""
+
+    name: str
+    address: str
+    psk: bytes
+    ike_proposals: tuple[str, ...] = ("aes128-sha256-modp2048",)
+    children: tuple[ChildConfig, ...] = ()
+    local_id: str | None = None
+    remote_id: str | None = None
+    port: int = IKE_PORT
+    ike_lifetime: int = 10800
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.psk, Secret):
+            object.__setattr__(self, "psk", Secret(bytes(self.psk)))
+
+    def suites(self) -> tuple[Phase1Params, ...]:
+        return tuple(parse_ike_proposal(p, life_seconds=self.ike_lifetime)
+                     for p in self.ike_proposals)
+
+    def child(self, name: str | None) -> ChildConfig:
+        for c in self.children:
+            if name is None or c.name == name:
+                return c
+        raise KeyError(f"peer {self.name} has no child {name!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    local_address: str
+    peers: tuple[PeerConfig, ...]
+    max_half_open: int = 1024
+    half_open_timeout: float = 30.0
+    backoff: Backoff = Backoff(initial=1.0, maximum=8.0, tries=5)
+    nat_traversal: bool = True
+    delete_grace: float = 2.0
+    max_sas: int = 100_000
+
+
+# --- events of this key exchange -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IsakmpSAEstablished:
+    kind: ClassVar[str] = "isakmp-sa-established"
+    peer: str
+    role: Role
+    remote_id: str
+    cookies: str  # CKY-I:CKY-R in hex
+    nat: bool = False
+    child: ClassVar[None] = None
+
+
+@dataclass(frozen=True, slots=True)
+class IsakmpSADeleted:
+    kind: ClassVar[str] = "isakmp-sa-deleted"
+    peer: str
+    cookies: str
+    reason: str
+    child: ClassVar[None] = None
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def identity_payload(ident: str) -> Identification:
+    """ID payload of a phase-1 identity: an IP address, ``user@fqdn`` or an FQDN."""
+    try:
+        return Identification.from_address(ident)
+    except ValueError:
+        pass
+    t = IdType.USER_FQDN if "@" in ident else IdType.FQDN
+    return Identification(t, 0, 0, ident.encode())
+
+
+def identity_text(idp: Identification) -> str:
+    if idp.id_type in (IdType.IPV4_ADDR, IdType.IPV6_ADDR):
+        return str(idp.address())
+    if idp.id_type in (IdType.FQDN, IdType.USER_FQDN):
+        return idp.data.decode("utf-8", "replace")
+    return f"id-type-{int(idp.id_type)}:{idp.data.hex()}"
+
+
+def _chain_end(first: int, data: bytes) -> int:
+    """Where the payload chain starting at 0 ends (the rest is CBC padding)."""
+    off, t, n = 0, first, len(data)
+    while t:
+        if n - off < 4:
+            raise IsakmpError("truncated payload header in the decrypted body")
+        t, _res, plen = struct.unpack_from(">BBH", data, off)
+        if plen < 4:
+            raise IsakmpError("payload length below 4 in the decrypted body")
+        off += plen
+    if off > n or n - off > _MAX_PADDING + crypto.BLOCK:
+        raise IsakmpError("decrypted payload chain does not fit its message")
+    return off
+
+
+def _first(payloads: list, cls: type) -> Any:
+    for p in payloads:
+        if type(p) is cls:
+            return p
+    return None
+
+
+def _nat_hash(params: Phase1Params, cky_i: bytes, cky_r: bytes, addr: tuple[str, int]) -> bytes:
+    ip = ipaddress.ip_address(addr[0]).packed
+    return params.hash_function(cky_i + cky_r + ip + addr[1].to_bytes(2, "big")).digest()
+
+
+# --- state ---------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class QuickMode:
+    mid: int
+    role: Role
+    child: ChildConfig
+    iv: bytes
+    ni: bytes = b""
+    nr: bytes = b""
+    spi: int = 0
+    offer: SecurityAssociation | None = None
+    dh: Any = None
+    ids: list = field(default_factory=list)
+    selectors: Selectors | None = None
+    keys: Any = None
+    sel: Any = None
+    rekey_of: int | None = None
+
+
+@dataclass(eq=False)
+class IsakmpSA:
+    peer: PeerConfig
+    role: Role
+    cky_i: bytes
+    cky_r: bytes
+    remote: tuple[str, int]
+    local: tuple[str, int]
+    state: str
+    created: float
+    suites: tuple[Phase1Params, ...] = ()
+    params: Phase1Params | None = None
+    sai_b: bytes = b""
+    natt: bool = False  # both sides announced RFC 3947
+    nat: bool = False  # a NAT (or a peer faking one) was detected: UDP encapsulation
+    dh: Any = None
+    ni: bytes = b""
+    nr: bytes = b""
+    g_xi: bytes = b""
+    g_xr: bytes = b""
+    keys: crypto.Phase1Keys | None = None
+    iv: bytes = b""
+    last_p1: bytes = b""
+    remote_id: str = ""
+    pending: list = field(default_factory=list)  # children waiting for phase 1
+    quick: dict = field(default_factory=dict)  # M-ID -> QuickMode
+    replies: OrderedDict = field(default_factory=OrderedDict)  # received -> our answer
+    used_mids: set = field(default_factory=set)
+
+    @property
+    def our_cookie(self) -> bytes:
+        return self.cky_i if self.role is Role.INITIATOR else self.cky_r
+
+    @property
+    def cookies(self) -> str:
+        return f"{self.cky_i.hex()}:{self.cky_r.hex()}"
+
+    @property
+    def established(self) -> bool:
+        return self.state == "established"
+
+
+class _Failed(Exception):
+    def __init__(self, reason: str, notify: int | None, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self.reason, self.notify, self.detail = reason, notify, detail
+
+
+# --- the engine ----------------------------------------------------------------------------
+
+
+class IkeV1Engine:
+    def __init__(self, config: EngineConfig, *, rng: Any = None,
+                 stats: Counter | None = None) -> None:
+        self.config = config
+        self.rng = rng if rng is not None else random.SystemRandom()
+        self.stats: Counter = stats if stats is not None else Counter()
+        self.sadb = SADB(max_sas=config.max_sas, rng=self.rng)
+        self.children = ChildSAs(self.sadb, delete_grace=config.delete_grace,
+                                 supersede_wait=10.0, stats=self.stats)
+        self.timers = TimerHeap()
+        self._peers = {p.name: p for p in config.peers}
+        self._by_addr = {ipaddress.ip_address(p.address): p for p in config.peers}
+        self._sas: dict[bytes, IsakmpSA] = {}  # our cookie -> SA
+        self._mm1: dict[tuple[bytes, str], bytes] = {}  # (CKY-I, peer ip) -> our CKY-R
+        self._half_open: set[bytes] = set()
+        self._rt: dict[tuple[bytes, int], list] = {}  # (cookie, M-ID) -> [data, addr, local, n]
+        for k in ("half_open.dropped", "aggressive.refused", "malformed", "unknown_peer"):
+            self.stats.setdefault(f"ikev1.{k}", 0)
+
+    # ------------------------------------------------------------------ public API
+
+    def next_deadline(self) -> float | None:
+        a, b = self.timers.next_deadline(), self.children.next_deadline()
+        if a is None:
+            return b
+        return a if b is None else min(a, b)
+
+    def handle_timers(self, now: float) -> list:
+        out: list = []
+        for key in self.timers.pop_due(now):
+            kind = key[0]
+            if kind == "rt":
+                self._retransmit(key[1], key[2], now, out)
+            elif kind == "half":
+                sa = self._sas.get(key[1])
+                if sa is not None and not sa.established:
+                    self.stats["ikev1.half_open.expired"] += 1
+                    self._drop_sa(sa, out, "half-open timeout", report=False)
+            elif kind == "p1life":
+                sa = self._sas.get(key[1])
+                if sa is not None:
+                    self._drop_sa(sa, out, "expired")
+        for w in self.children.handle_timers(now):
+            self._absorb(w, now, out)
+        return out
+
+    def isakmp_sa(self, peer: str) -> IsakmpSA | None:
+        """The newest established ISAKMP SA with ``peer``."""
+        best = None
+        for sa in self._sas.values():
+            if sa.peer.name == peer and sa.established:
+                if best is None or sa.created >= best.created:
+                    best = sa
+        return best
+
+    def half_open(self) -> int:
+        return len(self._half_open)
+
+    def initiate(self, peer: str, child: str | None, now: float, *, user: Any = None) -> list:
+        """Negotiate ``child`` of ``peer`` (Main Mode first when no ISAKMP SA is up);
+        ``child`` None: only the ISAKMP SA."""
+        p = self._peers[peer]
+        c = p.child(child) if child is not None else None
+        out: list = [NegotiationStarted(peer, c.name if c else None)]
+        sa = self.isakmp_sa(peer)
+        if sa is not None:
+            if c is not None:
+                self._start_quick(sa, c, now, out)
+            return out
+        for s in self._sas.values():  # a Main Mode already under way
+            if s.peer.name == peer and s.role is Role.INITIATOR:
+                if c is not None:
+                    s.pending.append(c)
+                return out
+        self._start_main(p, c, now, out)
+        return out
+
+    def delete(self, peer: str, child: str | None, now: float, *, isakmp: bool | None = None
+               ) -> list:
+        """DELETE the child's SAs (all children for None) with the peer; ``isakmp`` (default:
+        when ``child`` is None) deletes the ISAKMP SA afterwards too."""
+        out: list = []
+        sa = self.isakmp_sa(peer)
+        p = self._peers[peer]
+        names = [child] if child is not None else [c.name for c in p.children]
+        recs = [r for n in names for r in self.children.live(peer, n)]
+        if recs:
+            ids, by_proto, _user = self.children.begin_delete(recs, out)
+            if sa is not None:
+                for proto, spis in by_proto.items():
+                    self._send_info(sa, [Delete(proto, spis)], now, out)
+            self.children.delete_done(ids, now, out, grace=sa is not None)
+        if sa is not None and (isakmp if isakmp is not None else child is None):
+            self._send_info(sa, [Delete(ProtocolId.ISAKMP, [sa.cky_i + sa.cky_r], 16)], now, out)
+            self._drop_sa(sa, out, "deleted")
+        return out
+
+    def sas(self) -> list:
+        return list(self.children)
+
+    # ------------------------------------------------------------------ receiving
+
+    def receive(self, data: bytes, addr: tuple[str, int], now: float, *,
+                local: tuple[str, int] | None = None) -> list:
+        out: list = []
+        lport = local[1] if local is not None else IKE_PORT
+        if lport == NATT_PORT or addr[1] == NATT_PORT:
+            if data == b"\xff" or data[:4] != NON_ESP_MARKER:
+                return out  # NAT keepalive or ESP-in-UDP: not ours
+            data = data[4:]
+        if local is None:
+            local = (self.config.local_address, lport)
+        try:
+            msg = Message.decode(data)
+        except IsakmpError:
+            self.stats["ikev1.malformed"] += 1
+            return out
+        xchg = int(msg.exchange_type)
+        if xchg == ExchangeType.AGGRESSIVE:
+            self.stats["ikev1.aggressive.refused"] += 1
+            out.append(RequestRefused(self._peer_name(addr), None, addr[0],
+                                      "aggressive-mode-refused",
+                                      detail="Aggressive Mode with a pre-shared key exposes an "
+                                             "offline-crackable hash; use Main Mode"))
+            return out
+        sa = self._lookup(msg)
+        if sa is not None:
+            reply = sa.replies.get(data)
+            if reply is not None:  # a retransmission: answer as before
+                self.stats["ikev1.retransmits.answered"] += 1
+                out.append(Send(reply, sa.remote, sa.local))
+                return out
+        try:
+            if xchg == ExchangeType.IDENTITY_PROTECTION:
+                if sa is None:
+                    if msg.responder_cookie == bytes(8):
+                        self._on_mm1(msg, data, addr, local, now, out)
+                    return out
+                self._on_main(sa, msg, data, addr, local, now, out)
+            elif sa is None:
+                self.stats["ikev1.unknown_sa"] += 1
+            elif xchg == ExchangeType.QUICK_MODE:
+                self._on_quick(sa, msg, data, now, out)
+            elif xchg == ExchangeType.INFORMATIONAL:
+                self._on_info(sa, msg, now, out)
+            else:
+                self.stats["ikev1.unsupported_exchange"] += 1
+        except _Failed as f:
+            self._fail(sa, f, now, out)
+        except IsakmpError as e:
+            self._fail(sa, _Failed("malformed", int(e.notify), str(e)), now, out)
+        return out
+
+    def _peer_name(self, addr: tuple[str, int]) -> str | None:
+        p = self._by_addr.get(ipaddress.ip_address(addr[0]))
+        return p.name if p else None
+
+    def _lookup(self, msg: Message) -> IsakmpSA | None:
+        sa = self._sas.get(msg.responder_cookie)
+        if sa is not None and sa.role is Role.RESPONDER and sa.cky_i == msg.initiator_cookie:
+            return sa
+        sa = self._sas.get(msg.initiator_cookie)
+        if sa is not None and sa.role is Role.INITIATOR and (
+                sa.cky_r == msg.responder_cookie or sa.state == "mm1"):
+            return sa
+        return None
+
+    # ------------------------------------------------------------------ sending
+
+    def _local_for(self, remote: tuple[str, int], nat: bool) -> tuple[str, int]:
+        return (self.config.local_address, NATT_PORT if nat else IKE_PORT)
+
+    def _wire(self, sa: IsakmpSA, data: bytes) -> bytes:
+        return NON_ESP_MARKER + data if sa.local[1] == NATT_PORT else data
+
+    def _plain(self, sa: IsakmpSA, xchg: int, payloads: list, mid: int = 0) -> bytes:
+        return Message(sa.cky_i, sa.cky_r, xchg, payloads, 0, mid).encode()
+
+    def _encrypted(self, sa: IsakmpSA, xchg: int, first: int, chain: bytes, iv: bytes,
+                   mid: int) -> tuple[bytes, bytes]:
+        """(message, its last ciphertext block)."""
+        ct = crypto.cbc_encrypt(sa.keys.enc_key, iv, chain)
+        msg = Message(sa.cky_i, sa.cky_r, xchg, [], FLAG_ENCRYPTION, mid,
+                      encrypted_body=ct, next_payload=first).encode()
+        return msg, ct[-crypto.BLOCK:]
+
+    def _decrypt(self, sa: IsakmpSA, msg: Message, iv: bytes) -> tuple[list, bytes, bytes]:
+        """(payloads, plaintext chain, last ciphertext block); raises _Failed."""
+        if not msg.encrypted:
+            raise _Failed("malformed", NotifyType.PAYLOAD_MALFORMED, "message not encrypted")
+        if sa.keys is None:
+            raise _Failed("malformed", None, "encrypted message before the keys")
+        ct = msg.encrypted_body
+        pt = crypto.cbc_decrypt(sa.keys.enc_key, iv, ct)
+        end = _chain_end(msg.next_payload, pt)
+        chain = pt[:end]
+        return decode_payloads(msg.next_payload, chain), chain, ct[-crypto.BLOCK:]
+
+    def _send(self, sa: IsakmpSA, data: bytes, out: list, *, request_key: tuple | None = None,
+              now: float = 0.0, answer_to: bytes | None = None) -> None:
+        wire = self._wire(sa, data)
+        out.append(Send(wire, sa.remote, sa.local))
+        if answer_to is not None:
+            sa.replies[answer_to] = wire
+            while len(sa.replies) > 8:
+                sa.replies.popitem(last=False)
+        if request_key is not None:
+            self._rt[request_key] = [wire, sa.remote, sa.local, 1]
+            self.timers.set(("rt", *request_key), now + self.config.backoff.delay(1))
+
+    def _stop_rt(self, sa: IsakmpSA, mid: int) -> None:
+        self._rt.pop((sa.our_cookie, mid), None)
+        self.timers.cancel(("rt", sa.our_cookie, mid))
+
+    def _retransmit(self, cookie: bytes, mid: int, now: float, out: list) -> None:
+        st = self._rt.get((cookie, mid))
+        sa = self._sas.get(cookie)
+        if st is None or sa is None:
+            return
+        bo = self.config.backoff
+        if st[3] >= bo.tries:
+            del self._rt[(cookie, mid)]
+            qm = sa.quick.pop(mid, None)
+            child = qm.child.name if qm is not None else None
+            self.stats["ikev1.timeouts"] += 1
+            out.append(NegotiationFailed(sa.peer.name, child, "timeout",
+                                         f"no answer after {bo.tries} transmissions"))
+            if qm is not None:
+                self.sadb.release_spi(qm.spi)
+            if not sa.established:
+                self._drop_sa(sa, out, "timeout", report=False)
+            return
+        st[3] += 1
+        self.stats["ikev1.retransmits"] += 1
+        out.append(Send(st[0], st[1], st[2]))
+        self.timers.set(("rt", cookie, mid), now + bo.delay(st[3]))
+
+    # ------------------------------------------------------------------ Main Mode
+
+    def _new_cookie(self) -> bytes:
+        while True:
+            c = self.rng.randbytes(8)
+            if c != bytes(8) and c not in self._sas:
+                return c
+
+    def _start_main(self, p: PeerConfig, child: ChildConfig | None, now: float,
+                    out: list) -> None:
+        remote = (p.address, p.port)
+        sa = IsakmpSA(p, Role.INITIATOR, self._new_cookie(), bytes(8), remote,
+                      self._local_for(remote, False), "mm1", now, suites=p.suites())
+        if child is not None:
+            sa.pending.append(child)
+        self._sas[sa.cky_i] = sa
+        offer = build_phase1_offer(sa.suites)
+        sa.sai_b = offer.encode()[4:]
+        pl: list[Payload] = [offer]
+        if self.config.nat_traversal:
+            pl.append(VendorId(VID_RFC3947))
+        self.stats["ikev1.main_mode.initiated"] += 1
+        self._send(sa, self._plain(sa, ExchangeType.IDENTITY_PROTECTION, pl), out,
+                   request_key=(sa.cky_i, 0), now=now)
+
+    def _on_mm1(self, msg: Message, data: bytes, addr: tuple[str, int],
+                local: tuple[str, int], now: float, out: list) -> None:
+        p = self._by_addr.get(ipaddress.ip_address(addr[0]))
+        key = (msg.initiator_cookie, addr[0])
+        known = self._mm1.get(key)
+        if known is not None and known in self._sas:
+            sa = self._sas[known]
+            reply = sa.replies.get(data)
+            if reply is not None:
+                out.append(Send(reply, sa.remote, sa.local))
+            return
+        if p is None:
+            self.stats["ikev1.unknown_peer"] += 1
+            out.append(RequestRefused(None, None, addr[0], "unknown-peer"))
+            return
+        if len(self._half_open) >= self.config.max_half_open:
+            self.stats["ikev1.half_open.dropped"] += 1
+            return
+        sa_p = _first(msg.payloads, SecurityAssociation)
+        if sa_p is None:
+            self.stats["ikev1.malformed"] += 1
+            return
+        sa = IsakmpSA(p, Role.RESPONDER, msg.initiator_cookie, self._new_cookie(), addr,
+                      local, "mm2", now)
+        try:
+            t, params = select_phase1(sa_p, p.suites())
+        except IsakmpError as e:
+            self.stats["ikev1.no_proposal_chosen"] += 1
+            out.append(RequestRefused(p.name, None, addr[0], "no-proposal-chosen",
+                                      int(e.notify), str(e)))
+            self._send_plain_notify(sa, int(e.notify), out)
+            return
+        sa.params = params
+        sa.sai_b = sa_p.encode()[4:]
+        sa.natt = self.config.nat_traversal and any(
+            type(x) is VendorId and x.data == VID_RFC3947 for x in msg.payloads)
+        self._sas[sa.cky_r] = sa
+        self._mm1[key] = sa.cky_r
+        self._half_open.add(sa.cky_r)
+        self.timers.set(("half", sa.cky_r), now + self.config.half_open_timeout)
+        reply = SecurityAssociation([Proposal(sa_p.proposals[0].number, ProtocolId.ISAKMP, b"",
+                                              [t.copy()])], sa_p.doi, sa_p.situation)
+        pl: list[Payload] = [reply]
+        if sa.natt:
+            pl.append(VendorId(VID_RFC3947))
+        self.stats["ikev1.main_mode.responded"] += 1
+        self._send(sa, self._plain(sa, ExchangeType.IDENTITY_PROTECTION, pl), out,
+                   answer_to=data)
+
+    def _nat_payloads(self, sa: IsakmpSA) -> list[Payload]:
+        if not sa.natt:
+            return []
+        return [NatD(_nat_hash(sa.params, sa.cky_i, sa.cky_r, sa.remote)),
+                NatD(_nat_hash(sa.params, sa.cky_i, sa.cky_r, sa.local))]
+
+    def _check_nat(self, sa: IsakmpSA, payloads: list) -> None:
+        hashes = [p.hash for p in payloads if type(p) is NatD]
+        if not sa.natt or len(hashes) < 2:
+            return
+        mine = _nat_hash(sa.params, sa.cky_i, sa.cky_r, sa.local)
+        theirs = _nat_hash(sa.params, sa.cky_i, sa.cky_r, sa.remote)
+        # the first NAT-D is the receiver's (our) address, the others the sender's
+        sa.nat = hashes[0] != mine or theirs not in hashes[1:]
+
+    def _on_main(self, sa: IsakmpSA, msg: Message, data: bytes, addr: tuple[str, int],
+                 local: tuple[str, int], now: float, out: list) -> None:
+        st = sa.state
+        if sa.role is Role.INITIATOR:
+            if st == "mm1" and not msg.encrypted:
+                self._on_mm2(sa, msg, now, out)
+            elif st == "mm3" and not msg.encrypted:
+                self._on_mm4(sa, msg, now, out)
+            elif st == "mm5":
+                self._on_mm6(sa, msg, now, out)
+            return
+        if st == "mm2" and not msg.encrypted:
+            self._on_mm3(sa, msg, data, now, out)
+        elif st == "mm4":
+            if addr != sa.remote or local != sa.local:  # the initiator floated (NAT-T)
+                sa.remote, sa.local = addr, local
+                sa.nat = sa.nat or (sa.natt and local[1] == NATT_PORT)
+            self._on_mm5(sa, msg, data, now, out)
+
+    def _on_mm2(self, sa: IsakmpSA, msg: Message, now: float, out: list) -> None:
+        sa_p = _first(msg.payloads, SecurityAssociation)
+        if sa_p is None:
+            self._notify_in_phase1(sa, msg, out)
+            return
+        if len(sa_p.proposals) != 1 or len(sa_p.proposals[0].transforms) != 1:
+            raise _Failed("no-proposal-chosen", None, "answer must carry one transform")
+        params = parse_phase1_transform(sa_p.proposals[0].transforms[0])
+        ours = {s.suite(): s for s in sa.suites}
+        if params.suite() not in ours:
+            raise _Failed("no-proposal-chosen", None, "answer was not offered")
+        if params.life_seconds is not None and ours[params.suite()].life_seconds is not None \
+                and params.life_seconds > ours[params.suite()].life_seconds:
+            raise _Failed("no-proposal-chosen", None, "answer raised the lifetime")
+        self._stop_rt(sa, 0)
+        sa.params = params
+        sa.cky_r = msg.responder_cookie
+        sa.natt = self.config.nat_traversal and any(
+            type(x) is VendorId and x.data == VID_RFC3947 for x in msg.payloads)
+        sa.dh = dhmod.new(params.group, self.rng)
+        sa.ni = self.rng.randbytes(32)
+        sa.g_xi = sa.dh.public
+        sa.state = "mm3"
+        pl = [KeyExchange(sa.g_xi), Nonce(sa.ni), *self._nat_payloads(sa)]
+        self._send(sa, self._plain(sa, ExchangeType.IDENTITY_PROTECTION, pl), out,
+                   request_key=(sa.cky_i, 0), now=now)
+
+    def _derive(self, sa: IsakmpSA, shared: bytes) -> None:
+        sa.keys = crypto.derive_phase1(sa.params, sa.peer.psk, sa.ni, sa.nr, shared,
+                                       sa.cky_i, sa.cky_r)
+        sa.iv = crypto.phase1_iv(sa.params, sa.g_xi, sa.g_xr)
+
+    def _on_mm3(self, sa: IsakmpSA, msg: Message, data: bytes, now: float, out: list) -> None:
+        ke, ni = _first(msg.payloads, KeyExchange), _first(msg.payloads, Nonce)
+        if ke is None or ni is None:
+            raise _Failed("malformed", NotifyType.PAYLOAD_MALFORMED, "KE and Nonce needed")
+        sa.dh = dhmod.new(sa.params.group, self.rng)  # the first DH work of a responder
+        try:
+            shared = sa.dh.shared(ke.data)
+        except ValueError as e:
+            raise _Failed("invalid-ke", NotifyType.INVALID_KEY_INFORMATION, str(e)) from None
+        sa.ni, sa.g_xi, sa.g_xr = ni.data, ke.data, sa.dh.public
+        sa.nr = self.rng.randbytes(32)
+        self._check_nat(sa, msg.payloads)
+        self._derive(sa, shared)
+        sa.dh = None
+        sa.state = "mm4"
+        pl = [KeyExchange(sa.g_xr), Nonce(sa.nr), *self._nat_payloads(sa)]
+        self._send(sa, self._plain(sa, ExchangeType.IDENTITY_PROTECTION, pl), out,
+                   answer_to=data)
+
+    def _on_mm4(self, sa: IsakmpSA, msg: Message, now: float, out: list) -> None:
+        ke, nr = _first(msg.payloads, KeyExchange), _first(msg.payloads, Nonce)
+        if ke is None or nr is None:
+            self._notify_in_phase1(sa, msg, out)
+            return
+        try:
+            shared = sa.dh.shared(ke.data)
+        except ValueError as e:
+            raise _Failed("invalid-ke", NotifyType.INVALID_KEY_INFORMATION, str(e)) from None
+        self._stop_rt(sa, 0)
+        sa.nr, sa.g_xr = nr.data, ke.data
+        self._check_nat(sa, msg.payloads)
+        self._derive(sa, shared)
+        sa.dh = None
+        if sa.nat:  # float to 4500 (RFC 3947 §4)
+            sa.remote = (sa.remote[0], NATT_PORT)
+            sa.local = (sa.local[0], NATT_PORT)
+        idp = identity_payload(sa.peer.local_id or self.config.local_address)
+        h = crypto.hash_i(sa.params, sa.keys.skeyid, sa.g_xi, sa.g_xr, sa.cky_i, sa.cky_r,
+                          sa.sai_b, idp.encode()[4:])
+        first, chain = encode_payloads([idp, Hash(h)])
+        data, last = self._encrypted(sa, ExchangeType.IDENTITY_PROTECTION, first, chain,
+                                     sa.iv, 0)
+        sa.iv = last
+        sa.state = "mm5"
+        self._send(sa, data, out, request_key=(sa.cky_i, 0), now=now)
+
+    def _check_id(self, sa: IsakmpSA, idp: Identification | None) -> str:
+        if idp is None:
+            raise _Failed("malformed", NotifyType.PAYLOAD_MALFORMED, "no ID payload")
+        got = identity_text(idp)
+        want = sa.peer.remote_id or sa.peer.address
+        if got != want:
+            raise _Failed("id-mismatch", NotifyType.INVALID_ID_INFORMATION,
+                          f"peer identified as {got!r}, expected {want!r}")
+        return got
+
+    def _phase1_payloads(self, sa: IsakmpSA, msg: Message) -> tuple[list, bytes]:
+        """Decrypt message 5/6; a key that does not decrypt is a wrong pre-shared key."""
+        try:
+            pl, _chain, last = self._decrypt(sa, msg, sa.iv)
+        except IsakmpError as e:
+            raise _Failed("authentication-failed", NotifyType.AUTHENTICATION_FAILED,
+                          f"message does not decrypt (pre-shared key mismatch?): {e}") from None
+        return pl, last
+
+    def _on_mm5(self, sa: IsakmpSA, msg: Message, data: bytes, now: float, out: list) -> None:
+        pl, last = self._phase1_payloads(sa, msg)
+        idp, h = _first(pl, Identification), _first(pl, Hash)
+        if h is None or idp is None:
+            raise _Failed("authentication-failed", NotifyType.AUTHENTICATION_FAILED,
+                          "no ID or HASH_I (pre-shared key mismatch?)")
+        want = crypto.hash_i(sa.params, sa.keys.skeyid, sa.g_xi, sa.g_xr, sa.cky_i, sa.cky_r,
+                             sa.sai_b, idp.encode()[4:])
+        if not hmac.compare_digest(want, h.data):
+            raise _Failed("authentication-failed", NotifyType.AUTHENTICATION_FAILED,
+                          "HASH_I does not verify (pre-shared key mismatch)")
+        sa.remote_id = self._check_id(sa, idp)
+        sa.iv = last
+        my = identity_payload(sa.peer.local_id or self.config.local_address)
+        hr = crypto.hash_r(sa.params, sa.keys.skeyid, sa.g_xi, sa.g_xr, sa.cky_i, sa.cky_r,
+                           sa.sai_b, my.encode()[4:])
+        first, chain = encode_payloads([my, Hash(hr)])
+        reply, last = self._encrypted(sa, ExchangeType.IDENTITY_PROTECTION, first, chain,
+                                      sa.iv, 0)
+        sa.last_p1 = sa.iv = last
+        self._send(sa, reply, out, answer_to=data)
+        self._established(sa, now, out)
+
+    def _on_mm6(self, sa: IsakmpSA, msg: Message, now: float, out: list) -> None:
+        pl, last = self._phase1_payloads(sa, msg)
+        idp, h = _first(pl, Identification), _first(pl, Hash)
+        if h is None or idp is None:
+            raise _Failed("authentication-failed", NotifyType.AUTHENTICATION_FAILED,
+                          "no ID or HASH_R")
+        want = crypto.hash_r(sa.params, sa.keys.skeyid, sa.g_xi, sa.g_xr, sa.cky_i, sa.cky_r,
+                             sa.sai_b, idp.encode()[4:])
+        if not hmac.compare_digest(want, h.data):
+            raise _Failed("authentication-failed", NotifyType.AUTHENTICATION_FAILED,
+                          "HASH_R does not verify (pre-shared key mismatch)")
+        sa.remote_id = self._check_id(sa, idp)
+        self._stop_rt(sa, 0)
+        sa.last_p1 = sa.iv = last
+        self._established(sa, now, out)
+        pending, sa.pending = sa.pending, []
+        for c in pending:
+            self._start_quick(sa, c, now, out)
+
+    def _established(self, sa: IsakmpSA, now: float, out: list) -> None:
+        sa.state = "established"
+        self._half_open.discard(sa.our_cookie)
+        self.timers.cancel(("half", sa.our_cookie))
+        if sa.params.life_seconds:
+            self.timers.set(("p1life", sa.our_cookie), now + sa.params.life_seconds)
+        self.stats["ikev1.isakmp_sa.established"] += 1
+        out.append(IsakmpSAEstablished(sa.peer.name, sa.role, sa.remote_id, sa.cookies,
+                                       sa.nat))
+
+    def _notify_in_phase1(self, sa: IsakmpSA, msg: Message, out: list) -> None:
+        self.stats["ikev1.malformed"] += 1
+
+    def _send_plain_notify(self, sa: IsakmpSA, notify: int, out: list) -> None:
+        """An unprotected error notify (no keys yet, RFC 2408 §5)."""
+        data = self._plain(sa, ExchangeType.INFORMATIONAL,
+                           [Notification(notify, ProtocolId.ISAKMP, sa.cky_i + sa.cky_r)])
+        out.append(Send(self._wire(sa, data), sa.remote, sa.local))
+
+    def _drop_sa(self, sa: IsakmpSA, out: list, reason: str, report: bool = True) -> None:
+        cookie = sa.our_cookie
+        if self._sas.get(cookie) is not sa:
+            return
+        del self._sas[cookie]
+        self._half_open.discard(cookie)
+        self._mm1.pop((sa.cky_i, sa.remote[0]), None)
+        for key in [k for k in self._rt if k[0] == cookie]:
+            self._rt.pop(key, None)
+            self.timers.cancel(("rt", *key))
+        for t in ("half", "p1life"):
+            self.timers.cancel((t, cookie))
+        for qm in sa.quick.values():
+            if qm.spi and self.sadb.by_spi_in(qm.spi) is None:
+                self.sadb.release_spi(qm.spi)
+        if report and sa.established:
+            self.stats["ikev1.isakmp_sa.deleted"] += 1
+            out.append(IsakmpSADeleted(sa.peer.name, sa.cookies, reason))
+
+    def _fail(self, sa: IsakmpSA | None, f: _Failed, now: float, out: list) -> None:
+        self.stats[f"ikev1.failed.{f.reason}"] += 1
+        if sa is None:
+            return
+        if sa.role is Role.RESPONDER and not sa.established:
+            out.append(RequestRefused(sa.peer.name, None, sa.remote[0], f.reason,
+                                      f.notify, f.detail))
+        else:
+            out.append(NegotiationFailed(sa.peer.name, None, f.reason, f.detail))
+        if not sa.established:
+            if f.notify is not None:
+                self._send_plain_notify(sa, f.notify, out)
+            self._drop_sa(sa, out, f.reason, report=False)
+
+    # ------------------------------------------------------------------ Quick Mode
+
+    def _new_mid(self, sa: IsakmpSA) -> int:
+        while True:
+            mid = self.rng.getrandbits(32)
+            if mid and mid not in sa.quick and mid not in sa.used_mids:
+                sa.used_mids.add(mid)
+                return mid
+
+    def _key_source(self, sa: IsakmpSA) -> StaticKeySource:
+        params = sa.params
+        return StaticKeySource(sa.keys.skeyid_d, lambda k, d: crypto.prf(params, k, d),
+                               "ikev1")
+
+    def _policy(self, sa: IsakmpSA, child: ChildConfig) -> Policy:
+        pol = child_policy(child)
+        if not sa.nat:
+            return pol
+        m = child_mode(child)
+        udp = (EncapsulationMode.UDP_ENCAPSULATED_TUNNEL if m == EncapsulationMode.TUNNEL
+               else EncapsulationMode.UDP_ENCAPSULATED_TRANSPORT)
+        return Policy(tuple(replace(s, mode=udp) for s in pol.suites))
+
+    def _selectors(self, sa: IsakmpSA, child: ChildConfig) -> tuple[TrafficSelector,
+                                                                    TrafficSelector]:
+        return (resolve(child.local_ts[0], self.config.local_address),
+                resolve(child.remote_ts[0], sa.peer.address))
+
+    def _start_quick(self, sa: IsakmpSA, child: ChildConfig, now: float, out: list,
+                     rekey_of: int | None = None) -> None:
+        mid = self._new_mid(sa)
+        proto = child_protocol(child)
+        policy = self._policy(sa, child)
+        group = policy.suites[0].pfs_group
+        policy = Policy(tuple(s for s in policy.suites if s.pfs_group == group))
+        qm = QuickMode(mid, Role.INITIATOR, child,
+                       crypto.phase2_iv(sa.params, sa.last_p1, mid),
+                       ni=self.rng.randbytes(32), spi=self.sadb.allocate_spi(proto),
+                       rekey_of=rekey_of)
+        qm.offer = build_offer(policy, {proto: qm.spi})
+        rest: list[Payload] = [qm.offer, Nonce(qm.ni)]
+        if group is not None:
+            qm.dh = dhmod.new(group, self.rng)
+            rest.append(KeyExchange(qm.dh.public))
+        lts, rts = self._selectors(sa, child)
+        qm.selectors = Selectors(lts, rts)
+        if needs_ids(child):
+            qm.ids = [ts_to_id(lts), ts_to_id(rts)]
+            rest.extend(qm.ids)
+        first, body = encode_payloads(rest)
+        h = crypto.qm_hash1(sa.params, sa.keys.skeyid_a, mid, body)
+        chain = Hash(h).encode(first) + body
+        data, qm.iv = self._encrypted(sa, ExchangeType.QUICK_MODE, PayloadType.HASH, chain,
+                                      qm.iv, mid)
+        sa.quick[mid] = qm
+        self.stats["ikev1.quick_mode.initiated"] += 1
+        self._send(sa, data, out, request_key=(sa.our_cookie, mid), now=now)
+
+    def _qm_payloads(self, sa: IsakmpSA, msg: Message, iv: bytes) -> tuple[list, bytes, bytes,
+                                                                          bytes]:
+        """(payloads, HASH data, the chain after HASH, last ciphertext block)."""
+        pl, chain, last = self._decrypt(sa, msg, iv)
+        if not pl or type(pl[0]) is not Hash:
+            raise _Failed("malformed", NotifyType.INVALID_HASH_INFORMATION,
+                          "HASH must be the first payload")
+        hlen = struct.unpack_from(">H", chain, 2)[0]
+        return pl, pl[0].data, chain[hlen:], last
+
+    def _on_quick(self, sa: IsakmpSA, msg: Message, data: bytes, now: float,
+                  out: list) -> None:
+        if not sa.established:
+            return
+        mid = msg.message_id
+        qm = sa.quick.get(mid)
+        if qm is None:
+            if mid in sa.used_mids or mid == 0:
+                return
+            self._on_qm1(sa, msg, data, now, out)
+        elif qm.role is Role.INITIATOR:
+            self._on_qm2(sa, qm, msg, data, now, out)
+        else:
+            self._on_qm3(sa, qm, msg, now, out)
+
+    def _qm_refuse(self, sa: IsakmpSA, child: str | None, notify: int, reason: str,
+                   detail: str, now: float, out: list) -> None:
+        self.stats[f"ikev1.quick_mode.refused.{reason}"] += 1
+        out.append(RequestRefused(sa.peer.name, child, sa.remote_id, reason, notify, detail))
+        self._send_info(sa, [Notification(notify, ProtocolId.ISAKMP, sa.cky_i + sa.cky_r)],
+                        now, out)
+
+    def _on_qm1(self, sa: IsakmpSA, msg: Message, data: bytes, now: float, out: list) -> None:
+        mid = msg.message_id
+        iv = crypto.phase2_iv(sa.params, sa.last_p1, mid)
+        pl, h, rest, last = self._qm_payloads(sa, msg, iv)
+        if not hmac.compare_digest(h, crypto.qm_hash1(sa.params, sa.keys.skeyid_a, mid, rest)):
+            self.stats["ikev1.quick_mode.bad_hash"] += 1
+            return
+        sa.used_mids.add(mid)
+        offer, ni = _first(pl, SecurityAssociation), _first(pl, Nonce)
+        ke = _first(pl, KeyExchange)
+        ids = [p for p in pl if type(p) is Identification]
+        if offer is None or ni is None or len(ids) not in (0, 2):
+            self._qm_refuse(sa, None, NotifyType.PAYLOAD_MALFORMED, "malformed",
+                            "Quick Mode needs SA, Nonce and zero or two IDs", now, out)
+            return
+        try:
+            if ids:
+                remote_ts, local_ts = id_to_ts(ids[0]), id_to_ts(ids[1])
+            else:
+                remote_ts, local_ts = host_ts(sa.remote[0]), host_ts(self.config.local_address)
+        except IsakmpError as e:
+            self._qm_refuse(sa, None, NotifyType.INVALID_ID_INFORMATION, "id-mismatch", str(e),
+                            now, out)
+            return
+        child = match_child(sa.peer.children, local_ts, remote_ts, self.config.local_address,
+                            sa.peer.address)
+        if child is None:
+            self._qm_refuse(sa, None, NotifyType.INVALID_ID_INFORMATION, "ts-unacceptable",
+                            f"no child covers {local_ts} <-> {remote_ts}", now, out)
+            return
+        try:
+            sel = select(offer, self._policy(sa, child), IKEV1_CAPABILITIES)
+        except NoProposalChosen as e:
+            self._qm_refuse(sa, child.name, NotifyType.NO_PROPOSAL_CHOSEN, "no-proposal-chosen",
+                            str(e), now, out)
+            return
+        except IsakmpError as e:
+            self._qm_refuse(sa, child.name, int(e.notify), "malformed", str(e), now, out)
+            return
+        c = sel.chosen[0]
+        secret = b""
+        dh = None
+        if sel.pfs_group is not None:
+            if ke is None:
+                self._qm_refuse(sa, child.name, NotifyType.NO_PROPOSAL_CHOSEN,
+                                "no-proposal-chosen", "PFS group without KE", now, out)
+                return
+            dh = dhmod.new(sel.pfs_group, self.rng)
+            try:
+                secret = dh.shared(ke.data)
+            except ValueError as e:
+                self._qm_refuse(sa, child.name, NotifyType.INVALID_KEY_INFORMATION,
+                                "invalid-ke", str(e), now, out)
+                return
+        proto = c.protocol_id
+        qm = QuickMode(mid, Role.RESPONDER, child, last, ni=ni.data,
+                       nr=self.rng.randbytes(32), spi=self.sadb.allocate_spi(proto), sel=sel)
+        qm.selectors = Selectors(local_ts, remote_ts)
+        qm.keys = derive_sa_keys(self._key_source(sa), protocol=proto,
+                                 transform=negotiated_transform(c),
+                                 spi_initiator=int.from_bytes(c.proposal.spi, "big"),
+                                 spi_responder=qm.spi, ni=qm.ni, nr=qm.nr, ke_secret=secret)
+        reply: list[Payload] = [sel.reply_sa({proto: qm.spi}), Nonce(qm.nr)]
+        if dh is not None:
+            reply.append(KeyExchange(dh.public))
+        reply.extend(ids)
+        if sel.responder_lifetime:
+            reply.extend(sel.responder_lifetime_notifications({proto: qm.spi}))
+        first, body = encode_payloads(reply)
+        h2 = crypto.qm_hash2(sa.params, sa.keys.skeyid_a, mid, qm.ni, body)
+        chain = Hash(h2).encode(first) + body
+        out_data, qm.iv = self._encrypted(sa, ExchangeType.QUICK_MODE, PayloadType.HASH, chain,
+                                          qm.iv, mid)
+        sa.quick[mid] = qm
+        self.stats["ikev1.quick_mode.responded"] += 1
+        self._send(sa, out_data, out, answer_to=data)
+
+    def _on_qm2(self, sa: IsakmpSA, qm: QuickMode, msg: Message, data: bytes, now: float,
+                out: list) -> None:
+        mid = qm.mid
+        pl, h, rest, last = self._qm_payloads(sa, msg, qm.iv)
+        if not hmac.compare_digest(h, crypto.qm_hash2(sa.params, sa.keys.skeyid_a, mid,
+                                                       qm.ni, rest)):
+            self.stats["ikev1.quick_mode.bad_hash"] += 1
+            return
+        answer, nr = _first(pl, SecurityAssociation), _first(pl, Nonce)
+        ke = _first(pl, KeyExchange)
+        self._stop_rt(sa, mid)
+        del sa.quick[mid]
+        try:
+            if answer is None or nr is None:
+                raise _Failed("malformed", None, "QM2 without SA or Nonce")
+            sel = validate_answer(qm.offer, answer)
+            secret = b""
+            if qm.dh is not None:
+                if ke is None:
+                    raise _Failed("no-proposal-chosen", None, "PFS answered without KE")
+                try:
+                    secret = qm.dh.shared(ke.data)
+                except ValueError as e:
+                    raise _Failed("invalid-ke", None, str(e)) from None
+        except (_Failed, IsakmpError) as e:
+            self.sadb.release_spi(qm.spi)
+            reason = e.reason if isinstance(e, _Failed) else "no-proposal-chosen"
+            out.append(NegotiationFailed(sa.peer.name, qm.child.name, reason, str(e)))
+            return
+        c = sel.chosen[0]
+        proto = c.protocol_id
+        spi_r = int.from_bytes(sel.peer_spis[proto], "big")
+        keys = derive_sa_keys(self._key_source(sa), protocol=proto,
+                              transform=negotiated_transform(c), spi_initiator=qm.spi,
+                              spi_responder=spi_r, ni=qm.ni, nr=nr.data, ke_secret=secret)
+        h3 = crypto.qm_hash3(sa.params, sa.keys.skeyid_a, mid, qm.ni, nr.data)
+        reply, _ = self._encrypted(sa, ExchangeType.QUICK_MODE, PayloadType.HASH,
+                                   Hash(h3).encode(), last, mid)
+        self._send(sa, reply, out, answer_to=data)
+        mode = c.params.mode if c.params.mode is not None else child_mode(qm.child)
+        lifetime = Lifetime(hard_seconds=sel.life_seconds, hard_kilobytes=sel.life_kilobytes,
+                            soft_seconds=self._soft(qm.child, sel.life_seconds))
+        rec = self.children.add(PairMeta(sa.remote_id, self._local_id(sa), qm.ni),
+                                peer=sa.peer.name, child=qm.child.name, protocol=proto,
+                                spi_in=qm.spi, transform=keys.transform, mode=mode, now=now,
+                                lifetime=lifetime, initiator=True, spi_out=spi_r,
+                                keys_in=keys.to_initiator, keys_out=keys.to_responder,
+                                selectors=qm.selectors)
+        self._up(sa, rec, qm, Role.INITIATOR, now, out)
+
+    def _soft(self, child: ChildConfig, hard: int | None) -> float | None:
+        if hard is None:
+            return None
+        soft = min(float(child.rekey_time), hard * 0.9)
+        return soft if 0 < soft < hard else None
+
+    def _local_id(self, sa: IsakmpSA) -> str:
+        return sa.peer.local_id or self.config.local_address
+
+    def _on_qm3(self, sa: IsakmpSA, qm: QuickMode, msg: Message, now: float,
+                out: list) -> None:
+        pl, h, _rest, _last = self._qm_payloads(sa, msg, qm.iv)
+        if not hmac.compare_digest(h, crypto.qm_hash3(sa.params, sa.keys.skeyid_a, qm.mid,
+                                                       qm.ni, qm.nr)):
+            self.stats["ikev1.quick_mode.bad_hash"] += 1
+            return
+        del sa.quick[qm.mid]
+        sel = qm.sel
+        c = sel.chosen[0]
+        mode = c.params.mode if c.params.mode is not None else child_mode(qm.child)
+        lifetime = Lifetime(hard_seconds=sel.life_seconds, hard_kilobytes=sel.life_kilobytes)
+        rec = self.children.add(PairMeta(sa.remote_id, sa.remote_id, qm.ni),
+                                peer=sa.peer.name, child=qm.child.name,
+                                protocol=c.protocol_id, spi_in=qm.spi,
+                                transform=qm.keys.transform, mode=mode, now=now,
+                                lifetime=lifetime, initiator=False,
+                                spi_out=qm.keys.spi_initiator, keys_in=qm.keys.to_responder,
+                                keys_out=qm.keys.to_initiator, selectors=qm.selectors)
+        self._up(sa, rec, qm, Role.RESPONDER, now, out)
+
+    def _up(self, sa: IsakmpSA, rec: Any, qm: QuickMode, role: Role, now: float,
+            out: list) -> None:
+        self.children.install(rec, _IN, out)
+        self.children.install(rec, _OUT, out)
+        rekeyed = False
+        if qm.rekey_of is not None:
+            rekeyed = self.children.replaced([qm.rekey_of], rec, now)
+        self.stats["ikev1.child_sa.established"] += 1
+        for w in self.children.established(rec, now, role, rekeyed):
+            self._absorb(w, now, out)
+
+    def _absorb(self, item: Any, now: float, out: list) -> None:
+        """Turn the lifecycle's wants into exchanges; pass effects and events through."""
+        if isinstance(item, RekeyWanted):
+            sa = self.isakmp_sa(str(item.sa.peer))
+            p = self._peers.get(str(item.sa.peer))
+            if sa is None or p is None:
+                return
+            try:
+                child = p.child(item.sa.child)
+            except KeyError:
+                return
+            out.append(NegotiationStarted(p.name, child.name, rekey=True))
+            self._start_quick(sa, child, now, out, rekey_of=item.sa.id)
+        elif isinstance(item, DeleteWanted):
+            sa = self.isakmp_sa(item.peer)
+            recs = list(item.sa)
+            if item.notify_only:
+                by_proto: dict[int, list[bytes]] = {}
+                for r in recs:
+                    by_proto.setdefault(int(r.protocol), []).append(r.spi_in.to_bytes(4, "big"))
+                ids: list[int] = []
+            else:
+                ids, by_proto, _ = self.children.begin_delete(recs, out)
+            if sa is not None:
+                for proto, spis in by_proto.items():
+                    self._send_info(sa, [Delete(proto, spis)], now, out)
+            if ids:
+                self.children.delete_done(ids, now, out, grace=True)
+        else:
+            out.append(item)
+
+    # ------------------------------------------------------------------ Informational
+
+    def _send_info(self, sa: IsakmpSA, payloads: list, now: float, out: list) -> None:
+        if not sa.established:
+            return
+        mid = self._new_mid(sa)
+        first, body = encode_payloads(payloads)
+        h = crypto.informational_hash(sa.params, sa.keys.skeyid_a, mid, body)
+        chain = Hash(h).encode(first) + body
+        data, _ = self._encrypted(sa, ExchangeType.INFORMATIONAL, PayloadType.HASH, chain,
+                                  crypto.phase2_iv(sa.params, sa.last_p1, mid), mid)
+        self.stats["ikev1.informational.sent"] += 1
+        self._send(sa, data, out)
+
+    def _on_info(self, sa: IsakmpSA, msg: Message, now: float, out: list) -> None:
+        if not msg.encrypted:
+            for n in msg.payloads:
+                if type(n) is Notification:
+                    out.append(NotifyReceived(sa.peer.name, None, n.notify_type,
+                                              "unprotected"))
+                    if not sa.established and n.is_error and sa.role is Role.INITIATOR:
+                        name = getattr(n.notify_type, "name", str(n.notify_type))
+                        self._fail(sa, _Failed(name.lower().replace("_", "-"), None,
+                                               "peer refused"), now, out)
+                        return
+            return
+        if not sa.established:
+            return
+        mid = msg.message_id
+        iv = crypto.phase2_iv(sa.params, sa.last_p1, mid)
+        pl, h, rest, _last = self._qm_payloads(sa, msg, iv)
+        if not hmac.compare_digest(h, crypto.informational_hash(sa.params, sa.keys.skeyid_a,
+                                                                 mid, rest)):
+            self.stats["ikev1.informational.bad_hash"] += 1
+            return
+        self.stats["ikev1.informational.received"] += 1
+        for p in pl[1:]:
+            if type(p) is Delete:
+                self._on_delete(sa, p, now, out)
+            elif type(p) is Notification:
+                if p.notify_type == NotifyType.R_U_THERE:
+                    self._send_info(sa, [Notification(NotifyType.R_U_THERE_ACK,
+                                                      ProtocolId.ISAKMP, p.spi, p.data)],
+                                    now, out)
+                    continue
+                out.append(NotifyReceived(sa.peer.name, None, p.notify_type))
+
+    def _on_delete(self, sa: IsakmpSA, d: Delete, now: float, out: list) -> None:
+        if d.protocol_id == ProtocolId.ISAKMP:
+            if any(s == sa.cky_i + sa.cky_r for s in d.spis):
+                self._drop_sa(sa, out, "deleted by peer")
+            return
+        for spi in d.spis:
+            if len(spi) != 4:
+                continue
+            rec = self.sadb.by_spi_out(d.protocol_id, int.from_bytes(spi, "big"), sa.peer.name)
+            if rec is not None:
+                self.stats["ikev1.child_sa.deleted_by_peer"] += 1
+                self.children.local_delete(rec, now, out, "deleted by peer")

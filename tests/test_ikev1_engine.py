@@ -1,0 +1,253 @@
+"""The IKEv1 engine against itself, in memory: Main Mode + Quick Mode both ways, PFS,
+tunnel mode, DELETE both ways, wrong PSK, ID mismatch, proposal mismatch, Aggressive Mode
+refused, half-open cap, retransmission, NAT-T float."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from ikev1 import engine as eng
+from ikev1.engine import EngineConfig, IkeV1Engine, IsakmpSADeleted, IsakmpSAEstablished, PeerConfig
+from isakmp import dh as dhmod
+from isakmp.doi import ExchangeType
+from isakmp.events import (
+    InstallSA,
+    NegotiationFailed,
+    RemoveSA,
+    RequestRefused,
+    SADeleted,
+    SAEstablished,
+    Send,
+)
+from isakmp.message import Message
+from isakmp.payloads import SecurityAssociation
+from isakmp.policy import ChildConfig
+from isakmp.selectors import parse_selector
+
+A, B = "198.18.0.1", "198.18.0.2"
+PSK = b"a shared secret"
+
+
+def child(local, remote, **kw):
+    return ChildConfig("net", (parse_selector(local),), (parse_selector(remote),), **kw)
+
+
+def pair(psk_b=PSK, ike_a=("aes128-sha256-modp2048",), ike_b=None, esp=("aes128-sha256",),
+         esp_b=None, mode="transport", remote_id_b=None, nat=False, **cfg):
+    ca = child(f"{A}/32", f"{B}/32", esp_proposals=esp, mode=mode)
+    cb = child(f"{B}/32", f"{A}/32", esp_proposals=esp_b or esp, mode=mode)
+    pa = PeerConfig("b", B, PSK, ike_a, (ca,))
+    pb = PeerConfig("a", A, psk_b, ike_b or ike_a, (cb,), remote_id=remote_id_b)
+    ea = IkeV1Engine(EngineConfig(A, (pa,), nat_traversal=nat, **cfg), rng=random.Random(1))
+    eb = IkeV1Engine(EngineConfig(B, (pb,), nat_traversal=nat, **cfg), rng=random.Random(2))
+    return ea, eb
+
+
+class Net:
+    """Delivers Send effects between engines by address; records everything else."""
+
+    def __init__(self, **engines):
+        self.by_ip = {e.config.local_address: e for e in engines.values()}
+        self.events = {e.config.local_address: [] for e in engines.values()}
+        self.sent = []
+        self.drop = lambda s: False
+
+    def run(self, origin: str, effects: list, now: float = 0.0, limit: int = 50):
+        queue = [(origin, e) for e in effects]
+        while queue and limit:
+            src, e = queue.pop(0)
+            if isinstance(e, Send):
+                self.sent.append((src, e))
+                if self.drop(e):
+                    continue
+                limit -= 1
+                dst = self.by_ip[e.addr[0]]
+                res = dst.receive(e.data, e.local, now, local=e.addr)
+                queue.extend((e.addr[0], x) for x in res)
+            else:
+                self.events[src].append(e)
+
+    def of(self, ip, cls):
+        return [e for e in self.events[ip] if isinstance(e, cls)]
+
+
+def established(ea, eb, **kw):
+    net = Net(a=ea, b=eb)
+    net.run(A, ea.initiate("b", "net", 0.0), **kw)
+    return net
+
+
+@pytest.mark.parametrize("ike", ["aes128-sha256-modp2048", "aes256-sha1-ecp256",
+                                 "aes256-sha384-ecp384", "aes128-sha512-ecp256"])
+def test_main_and_quick_mode_agree_on_spis_and_keys(ike):
+    ea, eb = pair(ike_a=(ike,))
+    net = established(ea, eb)
+    assert len(net.of(A, IsakmpSAEstablished)) == 1 == len(net.of(B, IsakmpSAEstablished))
+    (ra,) = ea.sas()
+    (rb,) = eb.sas()
+    assert ra.spi_in == rb.spi_out and ra.spi_out == rb.spi_in
+    assert ra.keys_in == rb.keys_out and ra.keys_out == rb.keys_in
+    assert ra.keys_in.encryption != ra.keys_out.encryption
+    assert len(ra.keys_in.encryption) == 16 and len(ra.keys_in.integrity) == 32
+    assert [e.sa.id for e in net.of(A, SAEstablished)] == [ra.id]
+    assert len(net.of(B, SAEstablished)) == 1
+    assert len(net.of(A, InstallSA)) == 2 == len(net.of(B, InstallSA))
+    # 6 Main Mode + 3 Quick Mode messages, no retransmission
+    assert len(net.sent) == 9
+
+
+def test_pfs_and_tunnel_mode():
+    ea, eb = pair(esp=("aes256-sha256-ecp256",), mode="tunnel")
+    net = established(ea, eb)
+    (ra,), (rb,) = ea.sas(), eb.sas()
+    assert ra.keys_out == rb.keys_in and int(ra.mode) == 1
+    assert len(net.sent) == 9
+
+
+def test_second_child_reuses_the_isakmp_sa():
+    ea, eb = pair()
+    net = established(ea, eb)
+    net.sent.clear()
+    net.run(A, ea.initiate("b", "net", 1.0), now=1.0)
+    # Quick Mode only, then the lifecycle's duplicate rule: one pair per child and
+    # selectors, the loser DELETEd by the side that initiated it (isakmp.childsa)
+    kinds = [Message.decode(s.data).exchange_type for _, s in net.sent]
+    assert kinds == [ExchangeType.QUICK_MODE] * 3 + [ExchangeType.INFORMATIONAL]
+    net.run(A, ea.handle_timers(10.0), now=10.0)
+    net.run(B, eb.handle_timers(10.0), now=10.0)
+    assert len(ea.sas()) == 1 == len(eb.sas())
+    assert ea.sas()[0].spi_in == eb.sas()[0].spi_out
+
+
+def test_delete_both_ways():
+    ea, eb = pair()
+    net = established(ea, eb)
+    net.run(A, ea.delete("b", "net", 2.0), now=2.0)
+    assert any(isinstance(e, RemoveSA) for e in net.events[B])
+    net.run(B, eb.handle_timers(10.0), now=10.0)
+    net.run(A, ea.handle_timers(10.0), now=10.0)
+    assert ea.sas() == [] and eb.sas() == []
+    assert eb.stats["ikev1.child_sa.deleted_by_peer"] == 1
+    assert any(isinstance(e, SADeleted) for e in net.events[B])
+    # a new child, then the responder deletes everything including the ISAKMP SA
+    net.run(A, ea.initiate("b", "net", 20.0), now=20.0)
+    assert len(eb.sas()) == 1
+    net.run(B, eb.delete("a", None, 21.0), now=21.0)
+    assert ea.isakmp_sa("b") is None and eb.isakmp_sa("a") is None
+    assert net.of(A, IsakmpSADeleted)[0].reason == "deleted by peer"
+    net.run(A, ea.handle_timers(30.0), now=30.0)
+    assert ea.sas() == []
+
+
+def test_wrong_psk_is_authentication_failed():
+    ea, eb = pair(psk_b=b"another secret")
+    net = established(ea, eb)
+    refused = net.of(B, RequestRefused)
+    assert [r.reason for r in refused] == ["authentication-failed"]
+    failed = net.of(A, NegotiationFailed)
+    assert failed and failed[0].reason == "authentication-failed"
+    assert ea.isakmp_sa("b") is None and eb.isakmp_sa("a") is None and eb.half_open() == 0
+
+
+def test_id_mismatch():
+    ea, eb = pair(remote_id_b="198.18.0.99")
+    net = established(ea, eb)
+    assert [r.reason for r in net.of(B, RequestRefused)] == ["id-mismatch"]
+    assert net.of(A, NegotiationFailed)[0].reason == "invalid-id-information"
+
+
+def test_phase1_and_phase2_proposal_mismatch():
+    ea, eb = pair(ike_b=("aes256-sha256-ecp384",))
+    net = established(ea, eb)
+    assert [r.reason for r in net.of(B, RequestRefused)] == ["no-proposal-chosen"]
+    assert net.of(A, NegotiationFailed)[0].reason == "no-proposal-chosen"
+    ea, eb = pair(esp_b=("aes256-sha512",))
+    net = established(ea, eb)
+    assert len(net.of(A, IsakmpSAEstablished)) == 1
+    assert [r.reason for r in net.of(B, RequestRefused)] == ["no-proposal-chosen"]
+    assert ea.sas() == [] and eb.sas() == []
+
+
+def test_aggressive_mode_is_refused():
+    ea, eb = pair()
+    out = ea.initiate("b", "net", 0.0)
+    data = out[-1].data
+    m = Message.decode(data)
+    m.exchange_type = ExchangeType.AGGRESSIVE
+    res = eb.receive(m.encode(), (A, 500), 0.0)
+    assert [type(e) for e in res] == [RequestRefused]
+    assert res[0].reason == "aggressive-mode-refused"
+    assert eb.stats["ikev1.aggressive.refused"] == 1
+
+
+def test_no_dh_before_message_3_and_half_open_cap(monkeypatch):
+    ea, eb = pair(max_half_open=10)
+    calls = []
+    real = dhmod.new
+    monkeypatch.setattr(eng.dhmod, "new", lambda *a: calls.append(a) or real(*a))
+    first = ea.initiate("b", "net", 0.0)[-1].data
+    m = Message.decode(first)
+    for i in range(50):
+        m.initiator_cookie = i.to_bytes(8, "big")
+        eb.receive(m.encode(), (A, 500), 0.0)
+    assert calls == []
+    assert eb.half_open() == 10 and eb.stats["ikev1.half_open.dropped"] == 40
+    eb.handle_timers(100.0)
+    assert eb.half_open() == 0
+    fresh, _ = pair()  # a legitimate initiator still gets through
+    fresh.rng = random.Random(7)
+    net = Net(a=fresh, b=eb)
+    net.run(A, fresh.initiate("b", "net", 101.0), now=101.0)
+    assert len(eb.sas()) == 1 and len(calls) == 2  # one DH per side
+
+
+def test_retransmission_and_duplicate_answers():
+    ea, eb = pair()
+    net = Net(a=ea, b=eb)
+    dropped = []
+
+    def drop_first_mm4(s):
+        m = Message.decode(s.data)
+        if s.addr[0] == A and m.exchange_type == ExchangeType.IDENTITY_PROTECTION \
+                and not m.encrypted and not any(isinstance(p, SecurityAssociation)
+                                                for p in m.payloads) and not dropped:
+            dropped.append(s)
+            return True
+        return False
+
+    net.drop = drop_first_mm4
+    net.run(A, ea.initiate("b", "net", 0.0))
+    assert dropped and ea.isakmp_sa("b") is None
+    t = ea.next_deadline()
+    assert t == 1.0
+    net.run(A, ea.handle_timers(t), now=t)
+    assert len(ea.sas()) == 1 == len(eb.sas())
+    assert eb.stats["ikev1.retransmits.answered"] == 1
+
+
+def test_gives_up_after_the_backoff():
+    ea, _ = pair()
+    ea.initiate("b", "net", 0.0)
+    now, sends, failed = 0.0, 1, []
+    while (t := ea.next_deadline()) is not None:
+        now = t
+        for e in ea.handle_timers(now):
+            sends += isinstance(e, Send)
+            failed += [e] if isinstance(e, NegotiationFailed) else []
+    assert sends == 5 and failed[0].reason == "timeout" and now == 1 + 2 + 4 + 8 + 8
+
+
+def test_nat_traversal_floats_to_4500_with_marker(monkeypatch):
+    ea, eb = pair(nat=True, mode="tunnel")
+    # the responder fakes a NAT as strongSwan's kernel-libipsec does: a wrong NAT-D of itself
+    real = eb._nat_payloads
+    monkeypatch.setattr(eb, "_nat_payloads", lambda sa: [
+        p if i == 0 else type(p)(bytes(len(p.hash))) for i, p in enumerate(real(sa))])
+    net = established(ea, eb)
+    ports = [s.addr[1] for _, s in net.sent]
+    assert ports[:4] == [500] * 4 and set(ports[4:]) == {4500}
+    assert all(s.data[:4] == b"\0\0\0\0" for _, s in net.sent[4:])
+    (ra,), (rb,) = ea.sas(), eb.sas()
+    assert int(ra.mode) == 3 == int(rb.mode) and ra.keys_in == rb.keys_out
