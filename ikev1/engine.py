@@ -54,6 +54,7 @@ from isakmp.doi import (
 from isakmp.errors import IsakmpError, NoProposalChosen
 from isakmp.events import (
     Direction,
+    InternalError,
     NegotiationFailed,
     NegotiationStarted,
     NotifyReceived,
@@ -461,6 +462,9 @@ class IkeV1Engine:
             self._fail(sa, f, now, out)
         except IsakmpError as e:
             self._fail(sa, _Failed("malformed", int(e.notify), str(e)), now, out)
+        except Exception as e:  # a bug: reported, never fatal to the daemon
+            self.stats["ikev1.internal_errors"] += 1
+            out.append(InternalError("ikev1.receive", f"{type(e).__name__}: {e}"))
         return out
 
     def _peer_name(self, addr: tuple[str, int]) -> str | None:

@@ -4,6 +4,7 @@ refused, half-open cap, retransmission, NAT-T float."""
 
 from __future__ import annotations
 
+import copy
 import random
 
 import pytest
@@ -14,6 +15,7 @@ from isakmp import dh as dhmod
 from isakmp.doi import ExchangeType
 from isakmp.events import (
     InstallSA,
+    InternalError,
     NegotiationFailed,
     RemoveSA,
     RequestRefused,
@@ -251,3 +253,57 @@ def test_nat_traversal_floats_to_4500_with_marker(monkeypatch):
     assert all(s.data[:4] == b"\0\0\0\0" for _, s in net.sent[4:])
     (ra,), (rb,) = ea.sas(), eb.sas()
     assert int(ra.mode) == 3 == int(rb.mode) and ra.keys_in == rb.keys_out
+
+
+def _mutations(data: bytes, rng: random.Random, n: int):
+    for _ in range(n):
+        b = bytearray(data)
+        k = rng.randrange(5)
+        if k == 0:
+            for _ in range(rng.randint(1, 4)):
+                b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+        elif k == 1:
+            b = b[: rng.randrange(len(b))]
+        elif k == 2:
+            i = rng.randrange(len(b))
+            b[i:i] = rng.randbytes(rng.randint(1, 40))
+        elif k == 3 and len(b) > 28:  # a header field (length, next payload, flags, M-ID)
+            i = rng.choice([16, 18, 19, 20, 23, 27])
+            b[i] = rng.randrange(256)
+        else:  # a payload length inside the body
+            i = rng.randrange(28, len(b)) if len(b) > 30 else 0
+            b[i] = rng.randrange(256)
+        yield bytes(b)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("nat", [False, True])
+def test_mutated_messages_never_raise(seed, nat):
+    """Before every message of a Main Mode + Quick Mode + DELETE run, a copy of its
+    receiver (in the state the real message finds) gets mutated messages (bit flips,
+    truncation, insertion, header and length fields): the engine never raises."""
+    rng = random.Random(seed)
+    ea, eb = pair(nat=nat)
+    engines = {A: ea, B: eb}
+    queue = [(A, e) for e in ea.initiate("b", "net", 0.0)]
+    delivered = 0
+    while queue:
+        src, e = queue.pop(0)
+        if not isinstance(e, Send):
+            continue
+        dst = engines[e.addr[0]]
+        for bad in _mutations(e.data, rng, 40):
+            res = copy.deepcopy(dst).receive(bad, e.local, 0.5, local=e.addr)
+            assert not [x for x in res if isinstance(x, InternalError)], res
+        res = dst.receive(e.data, e.local, 1.0, local=e.addr)
+        delivered += 1
+        queue.extend((e.addr[0], x) for x in res)
+    assert delivered == 9
+    assert ea.sas()[0].spi_out == eb.sas()[0].spi_in
+    for eff in ea.delete("b", None, 2.0):
+        if isinstance(eff, Send):
+            for bad in _mutations(eff.data, rng, 40):
+                res = copy.deepcopy(eb).receive(bad, eff.local, 2.0, local=eff.addr)
+                assert not [x for x in res if isinstance(x, InternalError)], res
+            eb.receive(eff.data, eff.local, 2.0, local=eff.addr)
+    assert eb.isakmp_sa("a") is None
