@@ -111,11 +111,14 @@ __all__ = [
     "IsakmpSADeleted",
     "IsakmpSAEstablished",
     "PeerConfig",
+    "VID_DPD",
     "VID_RFC3947",
 ]
 
 #: Vendor ID of RFC 3947 NAT traversal (MD5 of "RFC 3947")
 VID_RFC3947 = hashlib.md5(b"RFC 3947").digest()
+#: Vendor ID of dead peer detection (RFC 3706 §4.1; version 1.0)
+VID_DPD = bytes.fromhex("afcad71368a1f1c96b8696fc77570100")
 NON_ESP_MARKER = b"\0\0\0\0"
 IKE_PORT, NATT_PORT = 500, 4500
 IKEV1_CAPABILITIES = PluginCapabilities(responder_may_lower_lifetime=False)
@@ -388,6 +391,22 @@ class IkeV1Engine:
         self._start_main(p, c, now, out)
         return out
 
+    def rekey(self, peer: str, child: str | None, now: float) -> list:
+        """A new Quick Mode for each live pair of ``child`` (all children for None) on the
+        ISAKMP SA; the old pair is DELETEd ``delete_grace`` after its successor is up."""
+        out: list = []
+        sa = self.isakmp_sa(peer)
+        p = self._peers[peer]
+        if sa is None:
+            return self.initiate(peer, child, now)
+        for c in p.children:
+            if child is not None and c.name != child:
+                continue
+            for rec in self.children.live(peer, c.name):
+                out.append(NegotiationStarted(peer, c.name, rekey=True))
+                self._start_quick(sa, c, now, out, rekey_of=rec.id)
+        return out
+
     def delete(self, peer: str, child: str | None, now: float, *, isakmp: bool | None = None
                ) -> list:
         """DELETE the child's SAs (all children for None) with the peer; ``isakmp`` (default:
@@ -569,7 +588,7 @@ class IkeV1Engine:
         self._sas[sa.cky_i] = sa
         offer = build_phase1_offer(sa.suites)
         sa.sai_b = offer.encode()[4:]
-        pl: list[Payload] = [offer]
+        pl: list[Payload] = [offer, VendorId(VID_DPD)]
         if self.config.nat_traversal:
             pl.append(VendorId(VID_RFC3947))
         self.stats["ikev1.main_mode.initiated"] += 1
@@ -619,6 +638,8 @@ class IkeV1Engine:
         reply = SecurityAssociation([Proposal(sa_p.proposals[0].number, ProtocolId.ISAKMP, b"",
                                               [t.copy()])], sa_p.doi, sa_p.situation)
         pl: list[Payload] = [reply]
+        if any(type(x) is VendorId and x.data == VID_DPD for x in msg.payloads):
+            pl.append(VendorId(VID_DPD))  # we answer R-U-THERE
         if sa.natt:
             pl.append(VendorId(VID_RFC3947))
         self.stats["ikev1.main_mode.responded"] += 1
@@ -1194,7 +1215,15 @@ class IkeV1Engine:
         for spi in d.spis:
             if len(spi) != 4:
                 continue
-            rec = self.sadb.by_spi_out(d.protocol_id, int.from_bytes(spi, "big"), sa.peer.name)
+            n = int.from_bytes(spi, "big")
+            rec = self.sadb.by_spi_out(d.protocol_id, n, sa.peer.name)
+            if rec is None:
+                # the peer named our inbound SPI (strongSwan does when its installation
+                # failed): the same pair, and the peer is authenticated by the ISAKMP SA
+                rec = self.sadb.by_spi_in(n)
+                if rec is not None and (rec.peer != sa.peer.name
+                                        or int(rec.protocol) != int(d.protocol_id)):
+                    rec = None
             if rec is not None:
                 self.stats["ikev1.child_sa.deleted_by_peer"] += 1
                 self.children.local_delete(rec, now, out, "deleted by peer")

@@ -307,3 +307,18 @@ def test_mutated_messages_never_raise(seed, nat):
                 assert not [x for x in res if isinstance(x, InternalError)], res
             eb.receive(eff.data, eff.local, 2.0, local=eff.addr)
     assert eb.isakmp_sa("a") is None
+
+
+def test_rekey_replaces_the_pair_and_deletes_the_old_one():
+    ea, eb = pair()
+    net = established(ea, eb)
+    (old,) = ea.sas()
+    net.run(A, ea.rekey("b", "net", 5.0), now=5.0)
+    assert len(ea.sas()) == 2
+    new = [r for r in ea.sas() if r.id != old.id][0]
+    assert any(isinstance(e, SAEstablished) and e.rekeyed for e in net.events[A])
+    for t in (10.0, 20.0):
+        net.run(A, ea.handle_timers(t), now=t)
+        net.run(B, eb.handle_timers(t), now=t)
+    assert [r.spi_in for r in ea.sas()] == [new.spi_in]
+    assert [r.spi_out for r in eb.sas()] == [new.spi_in]

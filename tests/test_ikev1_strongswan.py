@@ -32,8 +32,9 @@ PSK = "kinkd-ikev1-interop-psk"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _swan_conf(psk: str = PSK, esp: str = "aes128-sha256", ike: str = "aes128-sha256-modp2048"
-               ) -> str:
+def _swan_conf(psk: str = PSK, esp: str = "aes128-sha256", ike: str = "aes128-sha256-modp2048",
+               mode: str = "tunnel", dpd: int = 0) -> str:
+    lts, rts = ("198.19.2.0/24", "198.19.1.0/24") if mode == "tunnel" else (SWAN, US)
     return f"""\
 connections {{
     kinkd {{
@@ -42,7 +43,7 @@ connections {{
         local_addrs = {SWAN}
         remote_addrs = {US}
         proposals = {ike}
-        dpd_delay = 0
+        dpd_delay = {dpd}
         rekey_time = 0
         local {{
             auth = psk
@@ -54,10 +55,10 @@ connections {{
         }}
         children {{
             net {{
-                local_ts = 198.19.2.0/24
-                remote_ts = 198.19.1.0/24
+                local_ts = {lts}
+                remote_ts = {rts}
                 esp_proposals = {esp}
-                mode = tunnel
+                mode = {mode}
                 start_action = none
                 rekey_time = 0
             }}
@@ -75,11 +76,11 @@ secrets {{
 
 
 def _our_conf(psk: str = PSK, esp: str = "aes128-sha256",
-              ike: str = "aes128-sha256-modp2048") -> dict:
+              ike: str = "aes128-sha256-modp2048", mode: str = "tunnel") -> dict:
+    lts, rts = ("198.19.1.0/24", "198.19.2.0/24") if mode == "tunnel" else (US, SWAN)
     return {"local": US, "peers": [{
         "name": "swan", "address": SWAN, "psk": psk, "ike_proposals": [ike],
-        "children": [{"name": "net", "local_ts": ["198.19.1.0/24"],
-                      "remote_ts": ["198.19.2.0/24"], "mode": "tunnel",
+        "children": [{"name": "net", "local_ts": [lts], "remote_ts": [rts], "mode": mode,
                       "esp_proposals": [esp]}]}]}
 
 
@@ -154,7 +155,8 @@ def _charon(bed: NetnsBed, workdir: Path, conf: str) -> sw.Charon:
     c.write_config(conf)
     p = c.directory / "strongswan.conf"
     p.write_text(p.read_text().replace(
-        "ike = 2", "ike = 2\n            chd = 4\n            flush_line = yes"))
+        "ike = 2", "ike = 2\n            chd = 4\n            flush_line = yes").replace(
+        "retransmit_tries = 3", "retransmit_tries = 3\n    delete_rekeyed = yes"))
     c.start()
     c.load()
     return c
@@ -195,31 +197,89 @@ def _check_agreement(ours: dict, swan: sw.Charon) -> str:
     return listing
 
 
-@pytest.mark.parametrize("esp", ["aes128-sha256", "aes256-sha256-modp2048"])
-def test_we_initiate_charon_responds(bed, tmp_path, esp):
-    swan = _charon(bed, tmp_path, _swan_conf(esp=esp))
-    ours = Ours(bed, bed.ns_us, tmp_path, _our_conf(esp=esp))
+CASES = [  # (IKE proposal, ESP proposal, mode)
+    ("aes128-sha256-modp2048", "aes128-sha256", "tunnel"),
+    ("aes256-sha256-modp2048", "aes256-sha256-modp2048", "tunnel"),  # PFS
+    ("aes128-sha1-ecp256", "aes128-sha1-ecp256", "tunnel"),  # PFS, ECP
+    ("aes256-sha384-ecp384", "aes256-sha512", "tunnel"),
+    ("aes128-sha256-ecp256", "aes128-sha256", "transport"),
+]
+
+
+def _gone(swan: sw.Charon, name: str, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if f"{name}:" not in swan.swanctl("--list-sas"):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("ike,esp,mode", CASES)
+def test_we_initiate_charon_responds(bed, tmp_path, ike, esp, mode):
+    swan = _charon(bed, tmp_path, _swan_conf(esp=esp, ike=ike, mode=mode))
+    ours = Ours(bed, bed.ns_us, tmp_path, _our_conf(esp=esp, ike=ike, mode=mode))
     try:
         t0 = time.monotonic()
         ours.send(cmd="initiate", peer="swan", child="net")
         ev = ours.wait(lambda d: d.get("type") == "SAEstablished", 15, "child SA")
         took = time.monotonic() - t0
-        ike = ours.wait(lambda d: d.get("type") == "IsakmpSAEstablished", 1, "ISAKMP SA")
-        assert ike["nat"] is True  # kernel-libipsec: charon fakes a NAT, we float
-        listing = _check_agreement(ev["sa"], swan)
-        assert "INSTALLED" in listing and "TUNNEL-in-UDP" in listing
-        print(f"Main Mode + Quick Mode ({esp}) against charon in {took:.2f}s")
-        # DELETE from our side: charon removes the CHILD_SA
-        ours.send(cmd="delete", peer="swan", child="net")
-        deadline = time.monotonic() + 10
-        while "net:" in swan.swanctl("--list-sas") and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert "net:" not in swan.swanctl("--list-sas")
-        # the ISAKMP SA too
+        ike_ev = ours.wait(lambda d: d.get("type") == "IsakmpSAEstablished", 1, "ISAKMP SA")
+        assert ike_ev["nat"] is True  # kernel-libipsec: charon fakes a NAT, we float
+        print(f"{ike} / {esp} / {mode}: Main Mode + Quick Mode in {took * 1000:.0f} ms")
+        if mode == "transport":
+            # kernel-libipsec has no transport mode: charon negotiates, derives the keys,
+            # fails to install ("unsupported mode") and DELETEs its CHILD_SA. The exchange
+            # itself is checked through charon's log: its SPIs and keys are ours.
+            d = ours.wait(lambda d: d.get("type") == "SADeleted", 10, "charon's DELETE")
+            assert d["sa"]["spi_in"] == ev["sa"]["spi_in"]
+            log = (swan.directory / "charon.log").read_text()
+            assert "IPsec SA: unsupported mode" in log
+            spis = re.findall(r"adding (inbound|outbound) ESP SA\n.*SPI 0x([0-9a-f]{8})", log)
+            assert dict(spis) == {"inbound": ev["sa"]["spi_out"],
+                                  "outbound": ev["sa"]["spi_in"]}, spis
+            keys = _swan_keys(log)
+            for k in ("enc_in", "int_in", "enc_out", "int_out"):
+                assert ev["sa"][k] in keys
+        else:
+            listing = _check_agreement(ev["sa"], swan)
+            assert "INSTALLED" in listing and "TUNNEL-in-UDP" in listing
+            # DELETE from our side: charon removes the CHILD_SA, then the ISAKMP SA
+            ours.send(cmd="delete", peer="swan", child="net")
+            assert _gone(swan, "net")
         ours.send(cmd="delete", peer="swan", child=None)
-        while "kinkd:" in swan.swanctl("--list-sas") and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert "kinkd:" not in swan.swanctl("--list-sas")
+        assert _gone(swan, "kinkd")
+    finally:
+        ours.close()
+        swan.stop()
+
+
+def test_quick_mode_rekey_both_ways_and_dpd(bed, tmp_path):
+    swan = _charon(bed, tmp_path, _swan_conf(dpd=1))
+    ours = Ours(bed, bed.ns_us, tmp_path, _our_conf())
+    try:
+        ours.send(cmd="initiate", peer="swan", child="net")
+        first = ours.wait(lambda d: d.get("type") == "SAEstablished", 15, "child SA")["sa"]
+        # our rekey: a new Quick Mode on the ISAKMP SA, the old pair deleted after the grace
+        ours.send(cmd="rekey", peer="swan", child="net")
+        second = ours.wait(lambda d: d.get("type") == "SAEstablished" and d["sa"]["spi_in"]
+                           != first["spi_in"], 10, "rekeyed SA")["sa"]
+        deadline = time.monotonic() + 10
+        while first["spi_out"] in swan.swanctl("--list-sas") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        _check_agreement(second, swan)
+        # charon's rekey: we answer its Quick Mode, charon deletes its old CHILD_SA
+        swan.swanctl("--rekey", "--child", "net")
+        third = ours.wait(lambda d: d.get("type") == "SAEstablished" and d["sa"]["spi_in"]
+                          not in (first["spi_in"], second["spi_in"]), 10, "charon's rekey")
+        assert third["role"] == "responder"
+        ours.wait(lambda d: d.get("type") == "SADeleted" and d["sa"]["spi_in"]
+                  == second["spi_in"], 10, "old pair deleted by charon")
+        _check_agreement(third["sa"], swan)
+        # DPD: charon's R-U-THERE (dpd_delay 1 s) answered with R-U-THERE-ACK
+        time.sleep(2.5)
+        log = (swan.directory / "charon.log").read_text()
+        assert "N(DPD_ACK)" in log, log[-3000:]
     finally:
         ours.close()
         swan.stop()

@@ -6,6 +6,7 @@ UDP 500 and 4500 on the configured address, feeds datagrams, timers and commands
 installed in a kernel). Commands are JSON lines on stdin::
 
     {"cmd": "initiate", "peer": "gw", "child": "net"}
+    {"cmd": "rekey", "peer": "gw", "child": "net"}
     {"cmd": "delete", "peer": "gw", "child": "net"}       (child null: every SA + ISAKMP SA)
     {"cmd": "sas"}                                        -> {"sas": [...]}
     {"cmd": "quit"}
@@ -40,6 +41,8 @@ def _config(d: dict) -> EngineConfig:
             ChildConfig(c["name"], tuple(parse_selector(t) for t in c["local_ts"]),
                         tuple(parse_selector(t) for t in c["remote_ts"]),
                         mode=c.get("mode", "tunnel"),
+                        lifetime=float(c.get("lifetime", 3600.0)),
+                        rekey_time=float(c.get("rekey_time", 3240.0)),
                         esp_proposals=tuple(c.get("esp_proposals", ["aes128-sha256"])))
             for c in p.get("children", []))
         peers.append(PeerConfig(p["name"], p["address"], p["psk"].encode(),
@@ -113,6 +116,8 @@ class Driver:
         cmd = c["cmd"]
         if cmd == "initiate":
             self.apply(self.engine.initiate(c["peer"], c.get("child"), self.now()))
+        elif cmd == "rekey":
+            self.apply(self.engine.rekey(c["peer"], c.get("child"), self.now()))
         elif cmd == "delete":
             self.apply(self.engine.delete(c["peer"], c.get("child"), self.now()))
         elif cmd == "sas":
