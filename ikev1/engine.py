@@ -352,9 +352,17 @@ class IkeV1Engine:
                 if sa is not None and not sa.established:
                     self.stats["ikev1.half_open.expired"] += 1
                     self._drop_sa(sa, out, "half-open timeout", report=False)
+            elif kind == "p1rekey":
+                sa = self._sas.get(key[1])
+                if sa is not None and sa is self.isakmp_sa(sa.peer.name):
+                    self.stats["ikev1.isakmp_sa.rekeyed"] += 1
+                    self._start_main(sa.peer, None, now, out)
             elif kind == "p1life":
                 sa = self._sas.get(key[1])
                 if sa is not None:
+                    if sa.established:
+                        self._send_info(sa, [Delete(ProtocolId.ISAKMP, [sa.cky_i + sa.cky_r],
+                                                    16)], now, out)
                     self._drop_sa(sa, out, "expired")
         for w in self.children.handle_timers(now):
             self._absorb(w, now, out)
@@ -751,7 +759,7 @@ class IkeV1Engine:
         idp = identity_payload(sa.peer.local_id or self.config.local_address)
         h = crypto.hash_i(sa.params, sa.keys.skeyid, sa.g_xi, sa.g_xr, sa.cky_i, sa.cky_r,
                           sa.sai_b, idp.encode()[4:])
-        first, chain = encode_payloads([idp, Hash(h)])
+        first, chain = encode_payloads([idp, Hash(h), *self._initial_contact(sa)])
         data, last = self._encrypted(sa, ExchangeType.IDENTITY_PROTECTION, first, chain,
                                      sa.iv, 0)
         sa.iv = last
@@ -793,7 +801,8 @@ class IkeV1Engine:
         my = identity_payload(sa.peer.local_id or self.config.local_address)
         hr = crypto.hash_r(sa.params, sa.keys.skeyid, sa.g_xi, sa.g_xr, sa.cky_i, sa.cky_r,
                            sa.sai_b, my.encode()[4:])
-        first, chain = encode_payloads([my, Hash(hr)])
+        self._on_initial_contact(sa, pl, now, out)
+        first, chain = encode_payloads([my, Hash(hr), *self._initial_contact(sa)])
         reply, last = self._encrypted(sa, ExchangeType.IDENTITY_PROTECTION, first, chain,
                                       sa.iv, 0)
         sa.last_p1 = sa.iv = last
@@ -814,17 +823,44 @@ class IkeV1Engine:
         sa.remote_id = self._check_id(sa, idp)
         self._stop_rt(sa, 0)
         sa.last_p1 = sa.iv = last
+        self._on_initial_contact(sa, pl, now, out)
         self._established(sa, now, out)
         pending, sa.pending = sa.pending, []
         for c in pending:
             self._start_quick(sa, c, now, out)
+
+    def _initial_contact(self, sa: IsakmpSA) -> list[Payload]:
+        """N(INITIAL-CONTACT) when we hold nothing with the peer (RFC 2407 §4.6.3.3): the
+        peer drops whatever it still has of an earlier life of ours."""
+        name = sa.peer.name
+        if self.sadb.by_peer(name) or any(
+                s.established for s in self._sas.values() if s.peer.name == name):
+            return []
+        return [Notification(NotifyType.INITIAL_CONTACT, ProtocolId.ISAKMP,
+                             sa.cky_i + sa.cky_r)]
+
+    def _on_initial_contact(self, sa: IsakmpSA, payloads: list, now: float,
+                            out: list) -> None:
+        if not any(type(p) is Notification and p.notify_type == NotifyType.INITIAL_CONTACT
+                   for p in payloads):
+            return
+        name = sa.peer.name
+        self.stats["ikev1.initial_contact"] += 1
+        for other in [s for s in self._sas.values() if s.peer.name == name and s is not sa
+                      and s.established]:
+            self._drop_sa(other, out, "peer rebooted")
+        for rec in self.sadb.by_peer(name):
+            self.children.remove(rec.id, out, "peer rebooted")
 
     def _established(self, sa: IsakmpSA, now: float, out: list) -> None:
         sa.state = "established"
         self._half_open.discard(sa.our_cookie)
         self.timers.cancel(("half", sa.our_cookie))
         if sa.params.life_seconds:
-            self.timers.set(("p1life", sa.our_cookie), now + sa.params.life_seconds)
+            life = sa.params.life_seconds
+            self.timers.set(("p1life", sa.our_cookie), now + life)
+            if sa.role is Role.INITIATOR:  # a new Main Mode before this one expires
+                self.timers.set(("p1rekey", sa.our_cookie), now + life * 0.9)
         self.stats["ikev1.isakmp_sa.established"] += 1
         out.append(IsakmpSAEstablished(sa.peer.name, sa.role, sa.remote_id, sa.cookies,
                                        sa.nat))
@@ -848,7 +884,7 @@ class IkeV1Engine:
         for key in [k for k in self._rt if k[0] == cookie]:
             self._rt.pop(key, None)
             self.timers.cancel(("rt", *key))
-        for t in ("half", "p1life"):
+        for t in ("half", "p1life", "p1rekey"):
             self.timers.cancel((t, cookie))
         for qm in sa.quick.values():
             if qm.spi and self.sadb.by_spi_in(qm.spi) is None:

@@ -322,3 +322,42 @@ def test_rekey_replaces_the_pair_and_deletes_the_old_one():
         net.run(B, eb.handle_timers(t), now=t)
     assert [r.spi_in for r in ea.sas()] == [new.spi_in]
     assert [r.spi_out for r in eb.sas()] == [new.spi_in]
+
+
+def test_initial_contact_clears_an_earlier_life():
+    ea, eb = pair()
+    net = established(ea, eb)
+    assert eb.stats["ikev1.initial_contact"] == 1  # the first contact says so
+    # "a" restarts: a fresh engine with nothing; its INITIAL-CONTACT makes "b" drop the old
+    ea2, _ = pair()
+    ea2.rng = random.Random(99)
+    net = Net(a=ea2, b=eb)
+    net.run(A, ea2.initiate("b", "net", 50.0), now=50.0)
+    assert eb.stats["ikev1.initial_contact"] == 2
+    assert any(isinstance(e, SADeleted) and e.reason == "peer rebooted" for e in net.events[B])
+    assert any(isinstance(e, IsakmpSADeleted) and e.reason == "peer rebooted"
+               for e in net.events[B])
+    assert len(eb.sas()) == 1 and eb.sas()[0].spi_out == ea2.sas()[0].spi_in
+    # a second ISAKMP SA while SAs exist carries no INITIAL-CONTACT
+    net = Net(a=ea2, b=eb)
+    for s in list(ea2._sas.values()):
+        ea2._drop_sa(s, [], "test")
+    net.run(A, ea2.initiate("b", None, 60.0), now=60.0)
+    assert eb.stats["ikev1.initial_contact"] == 2 and len(eb.sas()) == 1
+
+
+def test_phase1_rekey_before_expiry_and_delete_at_expiry():
+    ea, eb = pair(ike_a=("aes128-sha256-ecp256",))
+    net = established(ea, eb)
+    old = ea.isakmp_sa("b")
+    life = old.params.life_seconds
+    net.run(A, ea.handle_timers(life * 0.9), now=life * 0.9)
+    new = ea.isakmp_sa("b")
+    assert new is not old and new.established and ea.stats["ikev1.isakmp_sa.rekeyed"] == 1
+    net.run(A, ea.handle_timers(life + 1), now=life + 1)
+    assert old.our_cookie not in ea._sas
+    assert eb.isakmp_sa("a").cky_i == new.cky_i and len(eb._sas) == 1
+    # child SAs survive phase 1 and new Quick Modes use the new ISAKMP SA
+    net.sent.clear()
+    net.run(A, ea.rekey("b", "net", life + 2), now=life + 2)
+    assert Message.decode(net.sent[0][1].data).initiator_cookie == new.cky_i
