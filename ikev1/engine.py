@@ -22,8 +22,11 @@ Quick Mode::
     I -> R  HDR*, HASH(3)
 
 The responder keeps no Diffie-Hellman state before the third message (a first message
-costs one proposal selection and a small record); half-open ISAKMP SAs are capped
-(``max_half_open``) and expire after ``half_open_timeout``. Aggressive Mode is refused
+costs one proposal selection and a small record); first messages from addresses that are
+no configured peer are refused before decoding; half-open ISAKMP SAs are capped
+(``max_half_open``: when full, the oldest one without DH state is evicted, so a flood
+cannot lock a legitimate initiator out once it stops) and expire after
+``half_open_timeout``. Aggressive Mode is refused
 (PSK + Aggressive Mode exposes an offline-crackable hash). Child SAs live in
 ``isakmp.childsa`` exactly as KINK's do; their keys come from ``isakmp.sakeys`` with
 SKEYID_d and the phase-1 prf as key source.
@@ -120,6 +123,7 @@ VID_RFC3947 = hashlib.md5(b"RFC 3947").digest()
 #: Vendor ID of dead peer detection (RFC 3706 §4.1; version 1.0)
 VID_DPD = bytes.fromhex("afcad71368a1f1c96b8696fc77570100")
 NON_ESP_MARKER = b"\0\0\0\0"
+_NO_COOKIE = bytes(8)
 IKE_PORT, NATT_PORT = 500, 4500
 IKEV1_CAPABILITIES = PluginCapabilities(responder_may_lower_lifetime=False)
 _MAX_PADDING = 255
@@ -325,10 +329,11 @@ class IkeV1Engine:
                                  supersede_wait=10.0, stats=self.stats)
         self.timers = TimerHeap()
         self._peers = {p.name: p for p in config.peers}
-        self._by_addr = {ipaddress.ip_address(p.address): p for p in config.peers}
+        self._by_addr = {ipaddress.ip_address(p.address).compressed: p for p in config.peers}
         self._sas: dict[bytes, IsakmpSA] = {}  # our cookie -> SA
         self._mm1: dict[tuple[bytes, str], bytes] = {}  # (CKY-I, peer ip) -> our CKY-R
-        self._half_open: set[bytes] = set()
+        #: responder SAs before message 5, oldest first
+        self._half_open: OrderedDict[bytes, None] = OrderedDict()
         self._rt: dict[tuple[bytes, int], list] = {}  # (cookie, M-ID) -> [data, addr, local, n]
         for k in ("half_open.dropped", "aggressive.refused", "malformed", "unknown_peer"):
             self.stats.setdefault(f"ikev1.{k}", 0)
@@ -450,6 +455,15 @@ class IkeV1Engine:
             data = data[4:]
         if local is None:
             local = (self.config.local_address, lport)
+        if data[8:16] == _NO_COOKIE and len(data) >= 28 and data[18] != ExchangeType.AGGRESSIVE:
+            # a first message: the cheap refusals come before any decoding (flood)
+            if addr[0] not in self._by_addr:
+                self.stats["ikev1.unknown_peer"] += 1
+                return out
+            if len(self._half_open) >= self.config.max_half_open and (
+                    data[:8], addr[0]) not in self._mm1 and not self._make_room(out):
+                self.stats["ikev1.half_open.dropped"] += 1
+                return out
         try:
             msg = Message.decode(data)
         except IsakmpError:
@@ -495,7 +509,7 @@ class IkeV1Engine:
         return out
 
     def _peer_name(self, addr: tuple[str, int]) -> str | None:
-        p = self._by_addr.get(ipaddress.ip_address(addr[0]))
+        p = self._by_addr.get(addr[0])
         return p.name if p else None
 
     def _lookup(self, msg: Message) -> IsakmpSA | None:
@@ -603,9 +617,24 @@ class IkeV1Engine:
         self._send(sa, self._plain(sa, ExchangeType.IDENTITY_PROTECTION, pl), out,
                    request_key=(sa.cky_i, 0), now=now)
 
+    def _make_room(self, out: list) -> bool:
+        """The half-open table is full: forget the oldest entry that cost us nothing but a
+        proposal selection (message 2 sent, no Diffie-Hellman yet), so that a flood of
+        first messages cannot lock out a legitimate initiator once it stops."""
+        for cookie in self._half_open:
+            sa = self._sas.get(cookie)
+            if sa is None or sa.state == "mm2":
+                if sa is not None:
+                    self._drop_sa(sa, out, "evicted", report=False)
+                else:
+                    del self._half_open[cookie]
+                self.stats["ikev1.half_open.evicted"] += 1
+                return True
+        return False
+
     def _on_mm1(self, msg: Message, data: bytes, addr: tuple[str, int],
                 local: tuple[str, int], now: float, out: list) -> None:
-        p = self._by_addr.get(ipaddress.ip_address(addr[0]))
+        p = self._by_addr.get(addr[0])
         key = (msg.initiator_cookie, addr[0])
         known = self._mm1.get(key)
         if known is not None and known in self._sas:
@@ -614,12 +643,7 @@ class IkeV1Engine:
             if reply is not None:
                 out.append(Send(reply, sa.remote, sa.local))
             return
-        if p is None:
-            self.stats["ikev1.unknown_peer"] += 1
-            out.append(RequestRefused(None, None, addr[0], "unknown-peer"))
-            return
-        if len(self._half_open) >= self.config.max_half_open:
-            self.stats["ikev1.half_open.dropped"] += 1
+        if p is None:  # pragma: no cover - refused in receive()
             return
         sa_p = _first(msg.payloads, SecurityAssociation)
         if sa_p is None:
@@ -641,7 +665,7 @@ class IkeV1Engine:
             type(x) is VendorId and x.data == VID_RFC3947 for x in msg.payloads)
         self._sas[sa.cky_r] = sa
         self._mm1[key] = sa.cky_r
-        self._half_open.add(sa.cky_r)
+        self._half_open[sa.cky_r] = None
         self.timers.set(("half", sa.cky_r), now + self.config.half_open_timeout)
         reply = SecurityAssociation([Proposal(sa_p.proposals[0].number, ProtocolId.ISAKMP, b"",
                                               [t.copy()])], sa_p.doi, sa_p.situation)
@@ -854,7 +878,7 @@ class IkeV1Engine:
 
     def _established(self, sa: IsakmpSA, now: float, out: list) -> None:
         sa.state = "established"
-        self._half_open.discard(sa.our_cookie)
+        self._half_open.pop(sa.our_cookie, None)
         self.timers.cancel(("half", sa.our_cookie))
         if sa.params.life_seconds:
             life = sa.params.life_seconds
@@ -879,7 +903,7 @@ class IkeV1Engine:
         if self._sas.get(cookie) is not sa:
             return
         del self._sas[cookie]
-        self._half_open.discard(cookie)
+        self._half_open.pop(cookie, None)
         self._mm1.pop((sa.cky_i, sa.remote[0]), None)
         for key in [k for k in self._rt if k[0] == cookie]:
             self._rt.pop(key, None)

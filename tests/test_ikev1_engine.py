@@ -195,7 +195,7 @@ def test_no_dh_before_message_3_and_half_open_cap(monkeypatch):
         m.initiator_cookie = i.to_bytes(8, "big")
         eb.receive(m.encode(), (A, 500), 0.0)
     assert calls == []
-    assert eb.half_open() == 10 and eb.stats["ikev1.half_open.dropped"] == 40
+    assert eb.half_open() == 10 and eb.stats["ikev1.half_open.evicted"] == 40
     eb.handle_timers(100.0)
     assert eb.half_open() == 0
     fresh, _ = pair()  # a legitimate initiator still gets through
@@ -361,3 +361,30 @@ def test_phase1_rekey_before_expiry_and_delete_at_expiry():
     net.sent.clear()
     net.run(A, ea.rekey("b", "net", life + 2), now=life + 2)
     assert Message.decode(net.sent[0][1].data).initiator_cookie == new.cky_i
+
+
+def test_flood_of_first_messages_is_cheap_and_bounded():
+    """100,000 garbage and spoofed Main Mode first messages (unknown addresses: refused
+    before decoding; the peer's own address with random cookies: at most ``max_half_open``
+    entries, the oldest without DH state evicted), then a legitimate initiator succeeds."""
+    ea, eb = pair(max_half_open=256)
+    first = ea.initiate("b", "net", 0.0)[-1].data
+    rng = random.Random(11)
+    for i in range(100_000):
+        k = i % 3
+        if k == 0:
+            eb.receive(rng.randbytes(rng.randrange(1, 200)), (A, 500), 1.0)
+            continue
+        d = rng.randbytes(8) + first[8:]
+        src = A if k == 1 else f"198.51.{(i >> 8) & 255}.{i & 255}"
+        eb.receive(d, (src, 500), 1.0)
+    assert eb.half_open() == 256 and len(eb._sas) == 256 and len(eb._mm1) == 256
+    assert len(eb.timers) <= 256 + 1 and eb.sadb.max_sas - len(eb.sadb) > 0
+    assert eb.stats["ikev1.unknown_peer"] == 33_333
+    assert eb.stats["ikev1.half_open.evicted"] == 33_333 - 256
+    assert eb.stats["ikev1.malformed"] >= 33_000
+    fresh, _ = pair()
+    fresh.rng = random.Random(12)
+    net = Net(a=fresh, b=eb)
+    net.run(A, fresh.initiate("b", "net", 2.0), now=2.0)
+    assert len(fresh.sas()) == 1 == len(eb.sas())
