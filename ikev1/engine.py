@@ -64,6 +64,7 @@ from isakmp.events import (
     RequestRefused,
     Role,
     Send,
+    ShutdownDone,
 )
 from isakmp.message import Message
 from isakmp.payloads import (
@@ -147,6 +148,7 @@ class PeerConfig:
     remote_id: str | None = None
     port: int = IKE_PORT
     ike_lifetime: int = 10800
+    start: str = "none"  # none | start | trap (a child's own start overrides it)
 
     def __post_init__(self) -> None:
         if not isinstance(self.psk, Secret):
@@ -199,6 +201,10 @@ class IsakmpSADeleted:
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _encode_selectors(sel: Any) -> Any:
+    return sel.to_json() if sel is not None else None
 
 
 def identity_payload(ident: str) -> Identification:
@@ -442,6 +448,94 @@ class IkeV1Engine:
 
     def sas(self) -> list:
         return list(self.children)
+
+    # ------------------------------------------------------------------ the rest of the
+    # isakmp.plugin.KeyExchangeEngine shape (what a daemon drives)
+
+    def start(self, now: float) -> list:
+        """Negotiate every child whose start policy is "start"."""
+        out: list = []
+        for p in self._peers.values():
+            for c in p.children:
+                if (c.start or p.start) == "start":
+                    out.extend(self.initiate(p.name, c.name, now))
+        return out
+
+    def acquire(self, request: Any, now: float) -> list:
+        """Kernel ACQUIRE: negotiate the child the backend named (``request.peer`` and
+        ``request.child``, as ``isakmp.kernel.xfrm`` fills them in from the reqid)."""
+        peer, child = getattr(request, "peer", None), getattr(request, "child", None)
+        if peer not in self._peers:
+            self.stats["ikev1.acquire.unmatched"] += 1
+            return []
+        if child is not None and self.children.live(peer, child):
+            return []
+        return self.initiate(peer, child or self._peers[peer].child(None).name, now)
+
+    def kernel_expire(self, spi: int, hard: bool, now: float, *,
+                      inbound: bool | None = None) -> list:
+        out: list = []
+        for item in self.children.kernel_expire(spi, hard, now, inbound) or []:
+            self._absorb(item, now, out)
+        return out
+
+    def reconfigure(self, config: EngineConfig, now: float) -> list:
+        """New peers and children; SAs and ISAKMP SAs of peers still configured stay, those
+        of removed peers are deleted with the peer (while their ISAKMP SA is still up)."""
+        out: list = []
+        gone = [n for n in self._peers if n not in {p.name for p in config.peers}]
+        for name in gone:
+            out.extend(self.delete(name, None, now))
+        self.config = config
+        self._peers = {p.name: p for p in config.peers}
+        self._by_addr = {ipaddress.ip_address(p.address).compressed: p for p in config.peers}
+        for sa in self._sas.values():
+            if sa.peer.name in self._peers:
+                sa.peer = self._peers[sa.peer.name]
+        return out
+
+    def shutdown(self, now: float, delete_sas: bool) -> list:
+        """An orderly stop: with ``delete_sas`` every child SA and ISAKMP SA is DELETEd with
+        its peer (IKEv1 DELETEs are not answered, so nothing is awaited)."""
+        out: list = []
+        n = len(self.children)
+        self.children.stop()
+        if delete_sas:
+            for name in list(self._peers):
+                out.extend(self.delete(name, None, now))
+        out.append(ShutdownDone(answered=0, given_up=0, sas=n))
+        return out
+
+    def shutdown_deadline(self, now: float) -> float | None:
+        return None
+
+    def peer_states(self) -> list[dict[str, Any]]:
+        out = []
+        for p in self._peers.values():
+            sa = self.isakmp_sa(p.name)
+            out.append({
+                "peer": p.name, "exchange": "ikev1", "address": p.address,
+                "isakmp_sa": sa.cookies if sa is not None else None,
+                "nat": bool(sa and sa.nat),
+                "negotiating": sum(len(s.quick) + (not s.established)
+                                   for s in self._sas.values() if s.peer.name == p.name),
+                "sas": len(self.sadb.by_peer(p.name)),
+            })
+        return out
+
+    def export_state(self, now: float, *, include_keys: bool = False) -> dict[str, Any]:
+        """The child SAs (ISAKMP SAs are not persisted: after a restart a new Main Mode with
+        INITIAL-CONTACT replaces them)."""
+        sadb, metas = self.children.export_state(now, include_keys=include_keys,
+                                                 selectors_encoder=_encode_selectors)
+        return {"exchange": "ikev1", "sadb": sadb, "meta": metas}
+
+    def import_state(self, data: dict[str, Any], now: float) -> list:
+        if data.get("exchange") != "ikev1":
+            raise ValueError("not an IKEv1 engine's state")
+        self.children.import_state(data["sadb"], data.get("meta", {}), now,
+                                   selectors_decoder=Selectors.from_json)
+        return []
 
     # ------------------------------------------------------------------ receiving
 

@@ -5,6 +5,7 @@ refused, half-open cap, retransmission, NAT-T float."""
 from __future__ import annotations
 
 import copy
+import json
 import random
 
 import pytest
@@ -388,3 +389,40 @@ def test_flood_of_first_messages_is_cheap_and_bounded():
     net = Net(a=fresh, b=eb)
     net.run(A, fresh.initiate("b", "net", 2.0), now=2.0)
     assert len(fresh.sas()) == 1 == len(eb.sas())
+
+
+def test_the_engine_has_the_shape_a_daemon_drives():
+    from dataclasses import replace
+
+    from isakmp.events import ShutdownDone
+    from isakmp.plugin import KeyExchangeEngine
+
+    ea, eb = pair()
+    assert isinstance(ea, KeyExchangeEngine)
+    net = established(ea, eb)
+    (st,) = ea.peer_states()
+    assert st["exchange"] == "ikev1" and st["sas"] == 1 and st["isakmp_sa"]
+    # state survives an export/import (the child SAs; the ISAKMP SA is renegotiated)
+    state = json.loads(json.dumps(ea.export_state(3.0, include_keys=True)))
+    ea2, _ = pair()
+    ea2.import_state(state, 4.0)
+    (r,) = ea2.sas()
+    assert r.spi_in == ea.sas()[0].spi_in and r.keys_in == ea.sas()[0].keys_in
+    assert r.selectors == ea.sas()[0].selectors
+    # kernel soft expiry of a pair we initiated: a rekey Quick Mode
+    out = ea.kernel_expire(ea.sas()[0].spi_in, False, 5.0, inbound=True)
+    assert any(isinstance(e, Send) for e in out)
+    # start policy "start" negotiates at start-up; acquire names peer and child
+    pa = ea.config.peers[0]
+    ea3 = IkeV1Engine(replace(ea.config, peers=(replace(pa, start="start"),)))
+    assert any(isinstance(e, Send) for e in ea3.start(0.0))
+    ea4 = IkeV1Engine(ea.config)
+    assert any(isinstance(e, Send) for e in ea4.acquire(
+        type("Req", (), {"peer": "b", "child": "net"})(), 0.0))
+    # shutdown deletes everything with the peer
+    net.run(A, ea.shutdown(9.0, True), now=9.0)
+    assert any(isinstance(e, ShutdownDone) for e in net.events[A])
+    assert eb.isakmp_sa("a") is None
+    # reconfigure without the peer deletes its SAs
+    net.run(B, eb.reconfigure(replace(eb.config, peers=()), 10.0), now=10.0)
+    assert eb.peer_states() == []
