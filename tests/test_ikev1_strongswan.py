@@ -33,8 +33,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _swan_conf(psk: str = PSK, esp: str = "aes128-sha256", ike: str = "aes128-sha256-modp2048",
-               mode: str = "tunnel", dpd: int = 0) -> str:
+               mode: str = "tunnel", dpd: int = 0, ids: tuple[str, str] = (US, SWAN)) -> str:
     lts, rts = ("198.19.2.0/24", "198.19.1.0/24") if mode == "tunnel" else (SWAN, US)
+    our_id, swan_id = ids
     return f"""\
 connections {{
     kinkd {{
@@ -47,11 +48,11 @@ connections {{
         rekey_time = 0
         local {{
             auth = psk
-            id = {SWAN}
+            id = {swan_id}
         }}
         remote {{
             auth = psk
-            id = {US}
+            id = {our_id}
         }}
         children {{
             net {{
@@ -67,8 +68,8 @@ connections {{
 }}
 secrets {{
     ike-kinkd {{
-        id-a = {US}
-        id-b = {SWAN}
+        id-a = {our_id}
+        id-b = {swan_id}
         secret = "{psk}"
     }}
 }}
@@ -285,9 +286,16 @@ def test_quick_mode_rekey_both_ways_and_dpd(bed, tmp_path):
         swan.stop()
 
 
-def test_charon_initiates_we_respond(bed, tmp_path):
-    swan = _charon(bed, tmp_path, _swan_conf())
-    ours = Ours(bed, bed.ns_us, tmp_path, _our_conf())
+@pytest.mark.parametrize("ike,esp,ids", [
+    ("aes128-sha256-modp2048", "aes128-sha256", None),
+    ("aes256-sha512-ecp384", "aes256-sha256-ecp256", ("us.example", "gw@swan.example")),
+])
+def test_charon_initiates_we_respond(bed, tmp_path, ike, esp, ids):
+    swan = _charon(bed, tmp_path, _swan_conf(ike=ike, esp=esp, ids=ids or (US, SWAN)))
+    conf = _our_conf(ike=ike, esp=esp)
+    if ids:  # FQDN and USER_FQDN identities instead of the addresses
+        conf["peers"][0].update(local_id=ids[0], remote_id=ids[1])
+    ours = Ours(bed, bed.ns_us, tmp_path, conf)
     try:
         t0 = time.monotonic()
         swan.swanctl("--initiate", "--child", "net", "--timeout", "15")
