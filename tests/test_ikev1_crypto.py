@@ -8,6 +8,8 @@ import hmac
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ikev1 import crypto
 from ikev1.phase1 import (
@@ -18,7 +20,7 @@ from ikev1.phase1 import (
     parse_phase1_transform,
     select_phase1,
 )
-from isakmp.errors import NoProposalChosen
+from isakmp.errors import IsakmpError, NoProposalChosen
 from isakmp.payloads import SecurityAssociation, decode_payloads, encode_payloads
 
 HASHES = {HashAlgorithm.SHA: "sha1", HashAlgorithm.SHA2_256: "sha256",
@@ -113,3 +115,30 @@ def test_phase1_proposals_round_trip_and_selection():
                 "aes128-sha256-modp1024"):
         with pytest.raises(ValueError):
             parse_ike_proposal(bad)
+
+_SUITES = st.builds(
+    Phase1Params, st.sampled_from([128, 256]),
+    st.sampled_from([int(h) for h in HASHES]), st.sampled_from([14, 19, 20]),
+    st.one_of(st.none(), st.integers(1, 2**32 - 1)))
+
+
+@given(st.lists(_SUITES, min_size=1, max_size=8))
+def test_phase1_offers_round_trip(suites):
+    first, body = encode_payloads([build_phase1_offer(suites)])
+    (back,) = decode_payloads(first, body)
+    assert [parse_phase1_transform(t) for t in back.proposals[0].transforms] == suites
+    assert back.encode() == build_phase1_offer(suites).encode()
+
+
+@given(st.binary(max_size=300))
+def test_phase1_decoding_raises_only_typed_errors(data):
+    try:
+        (sa,) = decode_payloads(1, data)
+    except IsakmpError:
+        return
+    except ValueError:  # more than one payload in the chain
+        return
+    try:
+        select_phase1(sa, [parse_ike_proposal("aes128-sha256-modp2048")])
+    except IsakmpError:
+        pass
