@@ -735,6 +735,7 @@ class IkeV1Engine:
             sa = self._sas[known]
             reply = sa.replies.get(data)
             if reply is not None:
+                self.stats["ikev1.retransmits.answered"] += 1
                 out.append(Send(reply, sa.remote, sa.local))
             return
         if p is None:  # pragma: no cover - refused in receive()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import queue
 import re
 import subprocess
@@ -126,9 +127,11 @@ class Ours:
         raise AssertionError(f"timeout waiting for {what}; events: {self.events}\n"
                              f"stderr: {self.err.read().decode(errors='replace')[-3000:]}")
 
-    def sas(self) -> list[dict]:
+    def stats(self) -> dict:
+        n = sum("sas" in d for d in self.events)
         self.send(cmd="sas")
-        return self.wait(lambda d: "sas" in d and d not in self.events[:-1], 5, "sas")["sas"]
+        self.wait(lambda d: sum("sas" in e for e in self.events) > n, 5, "sas")
+        return [d for d in self.events if "sas" in d][-1]["stats"]
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -331,6 +334,42 @@ def test_wrong_psk_is_refused(bed, tmp_path):
             swan.swanctl("--initiate", "--child", "net", "--timeout", "3")
         ref = ours.wait(lambda d: d.get("type") == "RequestRefused", 10, "refusal")
         assert ref["reason"] == "authentication-failed"
+    finally:
+        ours.close()
+        swan.stop()
+
+
+def test_retransmissions_both_ways_under_loss(bed, tmp_path):
+    """Datagrams to us are dropped for a while: our retransmissions (as initiator) and
+    charon's (as initiator), answered from the reply cache, complete the exchanges."""
+    swan = _charon(bed, tmp_path, _swan_conf())
+    ours = Ours(bed, bed.ns_us, tmp_path, _our_conf())
+    us_if = "veth0"
+    try:
+        bed.drop_udp(bed.ns_us, us_if, 100, direction="in")
+        ours.send(cmd="initiate", peer="swan", child="net")
+        time.sleep(1.5)
+        assert bed.dropped_udp(bed.ns_us, us_if) >= 2  # MM2 and its retransmission
+        bed.clear_udp_drop(bed.ns_us, us_if)
+        ev = ours.wait(lambda d: d.get("type") == "SAEstablished", 15, "child SA")
+        _check_agreement(ev["sa"], swan)
+        ours.send(cmd="delete", peer="swan", child=None)
+        assert _gone(swan, "kinkd")
+        # charon initiates; our answers are lost for a while (egress), charon retransmits
+        bed.drop_udp(bed.ns_us, us_if, 100, direction="out")
+        proc = subprocess.Popen(
+            ["swanctl", "--initiate", "--child", "net", "--timeout", "20", "--uri",
+             f"unix://{swan.vici}"], env={**os.environ, **swan.env},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.5)
+        bed.clear_udp_drop(bed.ns_us, us_if)
+        assert proc.wait(20) == 0
+        ev = ours.wait(lambda d: d.get("type") == "SAEstablished" and d["role"] == "responder",
+                       5, "child SA as responder")
+        _check_agreement(ev["sa"], swan)
+        stats = ours.stats()
+        assert stats.get("ikev1.retransmits", 0) >= 1
+        assert stats.get("ikev1.retransmits.answered", 0) >= 1
     finally:
         ours.close()
         swan.stop()
