@@ -56,6 +56,7 @@ from isakmp.doi import (
 )
 from isakmp.errors import IsakmpError, NoProposalChosen
 from isakmp.events import (
+    DeleteDone,
     Direction,
     InternalError,
     NegotiationFailed,
@@ -175,6 +176,8 @@ class EngineConfig:
     nat_traversal: bool = True
     delete_grace: float = 2.0
     max_sas: int = 100_000
+    #: the first SA record id (a daemon hosting several key exchanges keeps them apart)
+    first_sa_id: int = 1
 
 
 # --- events of this key exchange -----------------------------------------------------------
@@ -330,7 +333,7 @@ class IkeV1Engine:
         self.config = config
         self.rng = rng if rng is not None else random.SystemRandom()
         self.stats: Counter = stats if stats is not None else Counter()
-        self.sadb = SADB(max_sas=config.max_sas, rng=self.rng)
+        self.sadb = SADB(max_sas=config.max_sas, rng=self.rng, first_id=config.first_sa_id)
         self.children = ChildSAs(self.sadb, delete_grace=config.delete_grace,
                                  supersede_wait=10.0, stats=self.stats)
         self.timers = TimerHeap()
@@ -444,6 +447,8 @@ class IkeV1Engine:
         if sa is not None and (isakmp if isakmp is not None else child is None):
             self._send_info(sa, [Delete(ProtocolId.ISAKMP, [sa.cky_i + sa.cky_r], 16)], now, out)
             self._drop_sa(sa, out, "deleted")
+        # IKEv1 DELETEs are not answered: done once sent
+        out.append(DeleteDone(peer, child, len(recs), "deleted"))
         return out
 
     def sas(self) -> list:
@@ -674,8 +679,12 @@ class IkeV1Engine:
             qm = sa.quick.pop(mid, None)
             child = qm.child.name if qm is not None else None
             self.stats["ikev1.timeouts"] += 1
-            out.append(NegotiationFailed(sa.peer.name, child, "timeout",
-                                         f"no answer after {bo.tries} transmissions"))
+            detail = f"no answer after {bo.tries} transmissions"
+            if qm is None and sa.pending:
+                out.extend(NegotiationFailed(sa.peer.name, c.name, "timeout", detail)
+                           for c in sa.pending)
+            else:
+                out.append(NegotiationFailed(sa.peer.name, child, "timeout", detail))
             if qm is not None:
                 self.sadb.release_spi(qm.spi)
             if not sa.established:
@@ -1019,6 +1028,9 @@ class IkeV1Engine:
         if sa.role is Role.RESPONDER and not sa.established:
             out.append(RequestRefused(sa.peer.name, None, sa.remote[0], f.reason,
                                       f.notify, f.detail))
+        elif sa.pending and not sa.established:  # each child waiting for this Main Mode
+            out.extend(NegotiationFailed(sa.peer.name, c.name, f.reason, f.detail)
+                       for c in sa.pending)
         else:
             out.append(NegotiationFailed(sa.peer.name, None, f.reason, f.detail))
         if not sa.established:
