@@ -458,6 +458,14 @@ def _config(c: _Ctx, data: dict, check_files: bool, check_keytab: bool) -> Confi
             c.error(f"{path}.name", f"duplicate peer name {peer.name!r}")
         names.add(peer.name)
         peers.append(peer)
+    if any(isinstance(p, IkePeerConfig) for p in peers):
+        if daemon.backend == "xfrm":
+            c.error("daemon.backend", "IKEv1 peers need backend = \"memory\" for now (the "
+                                      "XFRM backend has no UDP-encapsulated SAs yet)")
+        hosts = [ep.host for ep in (daemon.ike_listen or daemon.listen)]
+        if not any(h not in ("0.0.0.0", "::") for h in hosts):
+            c.error("daemon.ike_listen", "IKEv1 peers need a concrete local address (NAT "
+                                         "detection, the default identity): set ike_listen")
     if len(peers_t) > limits.max_peers:
         c.error("daemon.limits.max_peers", f"{len(peers_t)} peers configured, limit is {limits.max_peers}")
     if c.errors:

@@ -1,0 +1,78 @@
+"""kinkd hosts IKEv1 beside KINK: a daemon with an IKEv1 peer (strongSwan's charon) in a
+network namespace; ``kinkctl up/sas/peers/down`` work for it as for KINK peers."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tests.daemons import Node, write_config
+from tests.support import strongswan as sw
+from tests.support.netns import NetnsBed
+from tests.test_ikev1_strongswan import PSK, SWAN, US, _charon, _gone, _swan_conf, _swan_keys
+
+H1 = "host1.kink.test"
+
+
+@pytest.fixture
+def bed():
+    ok, reason = sw.can_run()
+    if not ok:
+        pytest.skip(reason)
+    with NetnsBed("ike1d") as b:
+        us, swan = b.add_namespace("us"), b.add_namespace("swan")
+        link = b.link(us, swan)
+        assert (link.addr_a, link.addr_b) == (US, SWAN)
+        b.add_dummy(swan, "prot0", "198.19.2.1/24")
+        b.ns_us, b.ns_swan = us, swan
+        yield b
+
+
+def test_kinkd_negotiates_with_charon_over_ikev1(bed, realm, tmp_path):
+    swan = _charon(bed, tmp_path, _swan_conf(ike="aes256-sha256-ecp256",
+                                             esp="aes128-sha256-modp2048"))
+    psk = tmp_path / "swan.psk"
+    psk.write_text(PSK + "\n")
+    os.chmod(psk, 0o600)
+    (tmp_path / "h1").mkdir()
+    node = Node(H1, US, 910, tmp_path / "h1", realm, wrap=["ip", "netns", "exec", bed.ns_us])
+    write_config(node, [{
+        "name": "swan", "exchange": "ikev1", "address": SWAN, "psk_file": str(psk),
+        "ike_proposals": ["aes256-sha256-ecp256"],
+        "child": [{"name": "net", "local_ts": ["198.19.1.0/24"],
+                   "remote_ts": ["198.19.2.0/24"], "mode": "tunnel",
+                   "esp_proposals": ["aes128-sha256-modp2048"]}]}])
+    node.start()
+    try:
+        t0 = time.monotonic()
+        node.ctl("up", "swan")
+        took = time.monotonic() - t0
+        sas = node.ctl_json("sas", "--show-keys")["sas"]
+        (sa,) = sas
+        assert sa["exchange"] == "ikev1" and sa["peer"] == "swan" and sa["mode"] in (
+            "udp_encapsulated_tunnel", "3")
+        listing = swan.swanctl("--list-sas")
+        assert sa["spi_in"][2:] in listing and sa["spi_out"][2:] in listing
+        keys = _swan_keys((swan.directory / "charon.log").read_text())
+        assert sa["keys"]["in"]["encryption"] in keys and sa["keys"]["out"]["integrity"] in keys
+        peers = node.ctl_json("peers")["peers"]
+        assert [p["exchange"] for p in peers] == ["ikev1"] and peers[0]["sas"] == 1
+        print(f"kinkctl up over IKEv1 (Main Mode + Quick Mode with PFS) in {took:.2f}s")
+        node.ctl("down", "swan")
+        assert _gone(swan, "net") and _gone(swan, "kinkd")
+        assert node.ctl_json("sas")["sas"] == [] or all(
+            s["state"] != "mature" for s in node.ctl_json("sas")["sas"])
+        # charon initiates towards the daemon
+        swan.swanctl("--initiate", "--child", "net", "--timeout", "10")
+        deadline = time.monotonic() + 5
+        while not node.ctl_json("sas")["sas"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (sa,) = node.ctl_json("sas")["sas"]
+        assert sa["initiator"] is False and sa["exchange"] == "ikev1"
+        assert "ikev1.isakmp_sa.established" in node.ctl_json("stats")["counters"]
+    finally:
+        node.stop()
+        swan.stop()
+        print(node.log()[-3000:])
