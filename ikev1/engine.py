@@ -54,7 +54,7 @@ from isakmp.doi import (
     PayloadType,
     ProtocolId,
 )
-from isakmp.errors import IsakmpError, NoProposalChosen
+from isakmp.errors import IsakmpError, NoProposalChosen, notify_reason
 from isakmp.events import (
     DeleteDone,
     Direction,
@@ -680,6 +680,9 @@ class IkeV1Engine:
             child = qm.child.name if qm is not None else None
             self.stats["ikev1.timeouts"] += 1
             detail = f"no answer after {bo.tries} transmissions"
+            if sa.state == "mm5":  # the peer could not decrypt or verify our message 5
+                detail += (" of Main Mode message 5: the peer did not authenticate us "
+                           "(pre-shared key or identity mismatch?)")
             if qm is None and sa.pending:
                 out.extend(NegotiationFailed(sa.peer.name, c.name, "timeout", detail)
                            for c in sa.pending)
@@ -909,7 +912,7 @@ class IkeV1Engine:
         try:
             pl, _chain, last = self._decrypt(sa, msg, sa.iv)
         except IsakmpError as e:
-            raise _Failed("authentication-failed", NotifyType.AUTHENTICATION_FAILED,
+            raise _Failed("psk-mismatch", NotifyType.AUTHENTICATION_FAILED,
                           f"message does not decrypt (pre-shared key mismatch?): {e}") from None
         return pl, last
 
@@ -917,12 +920,12 @@ class IkeV1Engine:
         pl, last = self._phase1_payloads(sa, msg)
         idp, h = _first(pl, Identification), _first(pl, Hash)
         if h is None or idp is None:
-            raise _Failed("authentication-failed", NotifyType.AUTHENTICATION_FAILED,
+            raise _Failed("psk-mismatch", NotifyType.AUTHENTICATION_FAILED,
                           "no ID or HASH_I (pre-shared key mismatch?)")
         want = crypto.hash_i(sa.params, sa.keys.skeyid, sa.g_xi, sa.g_xr, sa.cky_i, sa.cky_r,
                              sa.sai_b, idp.encode()[4:])
         if not hmac.compare_digest(want, h.data):
-            raise _Failed("authentication-failed", NotifyType.AUTHENTICATION_FAILED,
+            raise _Failed("psk-mismatch", NotifyType.AUTHENTICATION_FAILED,
                           "HASH_I does not verify (pre-shared key mismatch)")
         sa.remote_id = self._check_id(sa, idp)
         sa.iv = last
@@ -941,12 +944,12 @@ class IkeV1Engine:
         pl, last = self._phase1_payloads(sa, msg)
         idp, h = _first(pl, Identification), _first(pl, Hash)
         if h is None or idp is None:
-            raise _Failed("authentication-failed", NotifyType.AUTHENTICATION_FAILED,
+            raise _Failed("psk-mismatch", NotifyType.AUTHENTICATION_FAILED,
                           "no ID or HASH_R")
         want = crypto.hash_r(sa.params, sa.keys.skeyid, sa.g_xi, sa.g_xr, sa.cky_i, sa.cky_r,
                              sa.sai_b, idp.encode()[4:])
         if not hmac.compare_digest(want, h.data):
-            raise _Failed("authentication-failed", NotifyType.AUTHENTICATION_FAILED,
+            raise _Failed("psk-mismatch", NotifyType.AUTHENTICATION_FAILED,
                           "HASH_R does not verify (pre-shared key mismatch)")
         sa.remote_id = self._check_id(sa, idp)
         self._stop_rt(sa, 0)
@@ -1349,8 +1352,8 @@ class IkeV1Engine:
                                               "unprotected"))
                     if not sa.established and n.is_error and sa.role is Role.INITIATOR:
                         name = getattr(n.notify_type, "name", str(n.notify_type))
-                        self._fail(sa, _Failed(name.lower().replace("_", "-"), None,
-                                               "peer refused"), now, out)
+                        self._fail(sa, _Failed(notify_reason(n.notify_type), None, name),
+                                   now, out)
                         return
             return
         if not sa.established:

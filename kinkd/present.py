@@ -65,6 +65,10 @@ _FAILURES: dict[str, Callable[[str], str]] = {
     "sadb": lambda d: f"cannot install: {d}",
     "u2u-denied": lambda d: "peer refuses user-to-user (U2UDENIED)" + (f"; {d}" if d else ""),
     "reconfigured": lambda d: d or "configuration changed",
+    # IKEv1 (ikev1.engine): what we found ourselves
+    "psk-mismatch": lambda d: f"pre-shared key mismatch: {d}",
+    "id-mismatch": lambda d: f"identity mismatch: {d}",
+    "invalid-ke": lambda d: f"bad Diffie-Hellman public value: {d}",
 }
 
 

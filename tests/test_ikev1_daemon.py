@@ -3,6 +3,7 @@ network namespace; ``kinkctl up/sas/peers/down`` work for it as for KINK peers."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -76,3 +77,39 @@ def test_kinkd_negotiates_with_charon_over_ikev1(bed, realm, tmp_path):
         node.stop()
         swan.stop()
         print(node.log()[-3000:])
+
+
+def test_kinkctl_up_names_the_reason(bed, realm, tmp_path):
+    """Proposal mismatch (charon's NO-PROPOSAL-CHOSEN) and a wrong pre-shared key (charon
+    cannot decrypt message 5 and stays silent; charon initiating: we refuse it) each give a
+    named reason in kinkctl up's output, the log and the counters."""
+    swan = _charon(bed, tmp_path, _swan_conf(ike="aes256-sha384-ecp384"))
+    psk = tmp_path / "swan.psk"
+    psk.write_text(PSK + "\n")
+    os.chmod(psk, 0o600)
+    (tmp_path / "h1").mkdir()
+    node = Node(H1, US, 910, tmp_path / "h1", realm, wrap=["ip", "netns", "exec", bed.ns_us])
+    write_config(node, [{
+        "name": "swan", "exchange": "ikev1", "address": SWAN, "psk_file": str(psk),
+        "ike_proposals": ["aes128-sha256-modp2048"],
+        "child": [{"name": "net", "local_ts": ["198.19.1.0/24"],
+                   "remote_ts": ["198.19.2.0/24"], "mode": "tunnel",
+                   "esp_proposals": ["aes128-sha256"]}]}])
+    node.start()
+    try:
+        r = node.ctl("up", "swan", check=False)
+        assert r.returncode != 0 and "NO_PROPOSAL_CHOSEN" in r.stderr, r.stderr
+        # the same proposals, another key
+        (swan.directory / "swanctl" / "swanctl.conf").write_text(
+            _swan_conf(psk="another-key-entirely"))
+        swan.swanctl("--load-all", "--noprompt")
+        r = node.ctl("up", "swan", check=False)
+        assert r.returncode != 0 and "pre-shared key or identity mismatch" in r.stderr, r.stderr
+        with contextlib.suppress(RuntimeError):
+            swan.swanctl("--initiate", "--child", "net", "--timeout", "3")
+        counters = node.ctl_json("stats")["counters"]
+        assert counters.get("ikev1.failed.psk-mismatch", 0) >= 1, counters
+        assert "pre-shared key mismatch" in node.log()
+    finally:
+        node.stop()
+        swan.stop()

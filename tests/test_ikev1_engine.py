@@ -148,7 +148,7 @@ def test_wrong_psk_is_authentication_failed():
     ea, eb = pair(psk_b=b"another secret")
     net = established(ea, eb)
     refused = net.of(B, RequestRefused)
-    assert [r.reason for r in refused] == ["authentication-failed"]
+    assert [r.reason for r in refused] == ["psk-mismatch"]
     failed = net.of(A, NegotiationFailed)
     assert failed and failed[0].reason == "authentication-failed"
     assert ea.isakmp_sa("b") is None and eb.isakmp_sa("a") is None and eb.half_open() == 0

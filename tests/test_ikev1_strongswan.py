@@ -333,7 +333,7 @@ def test_wrong_psk_is_refused(bed, tmp_path):
         with contextlib.suppress(RuntimeError):
             swan.swanctl("--initiate", "--child", "net", "--timeout", "3")
         ref = ours.wait(lambda d: d.get("type") == "RequestRefused", 10, "refusal")
-        assert ref["reason"] == "authentication-failed"
+        assert ref["reason"] == "psk-mismatch"
     finally:
         ours.close()
         swan.stop()
