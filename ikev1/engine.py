@@ -62,6 +62,8 @@ from isakmp.events import (
     NegotiationFailed,
     NegotiationStarted,
     NotifyReceived,
+    PeerAlive,
+    PeerDead,
     RequestRefused,
     Role,
     Send,
@@ -150,6 +152,10 @@ class PeerConfig:
     port: int = IKE_PORT
     ike_lifetime: int = 10800
     start: str = "none"  # none | start | trap (a child's own start overrides it)
+    #: dead peer detection (RFC 3706): R-U-THERE after this many seconds on an ISAKMP SA
+    #: whose peer announced DPD; None: only answer the peer's
+    dpd: float | None = None
+    dpd_tries: int = 3  # unanswered R-U-THEREs (one per retry interval) before the peer is dead
 
     def __post_init__(self) -> None:
         if not isinstance(self.psk, Secret):
@@ -304,6 +310,9 @@ class IsakmpSA:
     quick: dict = field(default_factory=dict)  # M-ID -> QuickMode
     replies: OrderedDict = field(default_factory=OrderedDict)  # received -> our answer
     used_mids: set = field(default_factory=set)
+    dpd_peer: bool = False  # the peer announced RFC 3706 DPD
+    dpd_seq: int = 0
+    dpd_unanswered: int = 0
 
     @property
     def our_cookie(self) -> bytes:
@@ -371,6 +380,10 @@ class IkeV1Engine:
                 if sa is not None and sa is self.isakmp_sa(sa.peer.name):
                     self.stats["ikev1.isakmp_sa.rekeyed"] += 1
                     self._start_main(sa.peer, None, now, out)
+            elif kind == "dpd":
+                sa = self._sas.get(key[1])
+                if sa is not None and sa.established:
+                    self._dpd(sa, now, out)
             elif kind == "p1life":
                 sa = self._sas.get(key[1])
                 if sa is not None:
@@ -778,7 +791,8 @@ class IkeV1Engine:
                                               [t.copy()])], sa_p.doi, sa_p.situation)
         pl: list[Payload] = [reply]
         if any(type(x) is VendorId and x.data == VID_DPD for x in msg.payloads):
-            pl.append(VendorId(VID_DPD))  # we answer R-U-THERE
+            sa.dpd_peer = True
+            pl.append(VendorId(VID_DPD))  # we answer R-U-THERE (and may ask)
         if sa.natt:
             pl.append(VendorId(VID_RFC3947))
         self.stats["ikev1.main_mode.responded"] += 1
@@ -838,6 +852,7 @@ class IkeV1Engine:
         sa.cky_r = msg.responder_cookie
         sa.natt = self.config.nat_traversal and any(
             type(x) is VendorId and x.data == VID_RFC3947 for x in msg.payloads)
+        sa.dpd_peer = any(type(x) is VendorId and x.data == VID_DPD for x in msg.payloads)
         sa.dh = dhmod.new(params.group, self.rng)
         sa.ni = self.rng.randbytes(32)
         sa.g_xi = sa.dh.public
@@ -992,6 +1007,8 @@ class IkeV1Engine:
             self.timers.set(("p1life", sa.our_cookie), now + life)
             if sa.role is Role.INITIATOR:  # a new Main Mode before this one expires
                 self.timers.set(("p1rekey", sa.our_cookie), now + life * 0.9)
+        if sa.peer.dpd and sa.dpd_peer:
+            self.timers.set(("dpd", sa.our_cookie), now + sa.peer.dpd)
         self.stats["ikev1.isakmp_sa.established"] += 1
         out.append(IsakmpSAEstablished(sa.peer.name, sa.role, sa.remote_id, sa.cookies,
                                        sa.nat))
@@ -1015,7 +1032,7 @@ class IkeV1Engine:
         for key in [k for k in self._rt if k[0] == cookie]:
             self._rt.pop(key, None)
             self.timers.cancel(("rt", *key))
-        for t in ("half", "p1life", "p1rekey"):
+        for t in ("half", "p1life", "p1rekey", "dpd"):
             self.timers.cancel((t, cookie))
         for qm in sa.quick.values():
             if qm.spi and self.sadb.by_spi_in(qm.spi) is None:
@@ -1375,7 +1392,38 @@ class IkeV1Engine:
                                                       ProtocolId.ISAKMP, p.spi, p.data)],
                                     now, out)
                     continue
+                if p.notify_type == NotifyType.R_U_THERE_ACK:
+                    if p.data == sa.dpd_seq.to_bytes(4, "big") and sa.dpd_unanswered:
+                        self.stats["ikev1.dpd.acks"] += 1
+                        if sa.dpd_unanswered > 1:
+                            out.append(PeerAlive(sa.peer.name))
+                        sa.dpd_unanswered = 0
+                        self.timers.set(("dpd", sa.our_cookie), now + sa.peer.dpd)
+                    continue
                 out.append(NotifyReceived(sa.peer.name, None, p.notify_type))
+
+    def _dpd(self, sa: IsakmpSA, now: float, out: list) -> None:
+        """One R-U-THERE (RFC 3706 §5); ``dpd_tries`` unanswered in a row: the peer is dead,
+        its ISAKMP SA and child SAs are removed here (nothing to tell a dead peer)."""
+        p = sa.peer
+        if sa.dpd_unanswered >= p.dpd_tries:
+            name = p.name
+            recs = self.sadb.by_peer(name)
+            self.stats["ikev1.dpd.dead"] += 1
+            for rec in recs:
+                self.children.remove(rec.id, out, "peer dead")
+            for other in [s for s in self._sas.values() if s.peer.name == name]:
+                self._drop_sa(other, out, "peer dead")
+            out.append(PeerDead(name, len(recs)))
+            return
+        sa.dpd_seq = (sa.dpd_seq + 1) & 0xFFFFFFFF or 1
+        sa.dpd_unanswered += 1
+        self.stats["ikev1.dpd.sent"] += 1
+        self._send_info(sa, [Notification(NotifyType.R_U_THERE, ProtocolId.ISAKMP,
+                                          sa.cky_i + sa.cky_r, sa.dpd_seq.to_bytes(4, "big"))],
+                        now, out)
+        retry = min(p.dpd, self.config.backoff.delay(sa.dpd_unanswered))
+        self.timers.set(("dpd", sa.our_cookie), now + retry)
 
     def _on_delete(self, sa: IsakmpSA, d: Delete, now: float, out: list) -> None:
         if d.protocol_id == ProtocolId.ISAKMP:

@@ -136,6 +136,7 @@ class IkePeerConfig:
     start: str = "none"
     children: tuple[ChildConfig, ...] = ()
     exchange: str = "ikev1"
+    dpd: float | None = 30.0  # R-U-THERE (RFC 3706) after this long; None = only answer
 
     def child(self, name: str) -> ChildConfig | None:
         for c in self.children:
@@ -394,7 +395,7 @@ _PEER_KEYS = {"name", "address", "principal", "allow_principals", "start", "prf"
               "encrypt", "dpd", "roam", "child", "exchange", "psk_file", "ike_proposals",
               "local_id", "remote_id"}
 #: keys of a KINK peer only / of an IKEv1 peer only
-_KINK_ONLY_KEYS = {"principal", "allow_principals", "prf", "user_to_user", "encrypt", "dpd", "roam"}
+_KINK_ONLY_KEYS = {"principal", "allow_principals", "prf", "user_to_user", "encrypt", "roam"}
 _IKE_ONLY_KEYS = {"psk_file", "ike_proposals", "local_id", "remote_id"}
 _CHILD_KEYS = {"name", "local_ts", "remote_ts", "mode", "esp_proposals", "ah_proposals",
                "lifetime", "rekey_time", "life_bytes", "start"}
@@ -849,6 +850,15 @@ def _ike_peer(c: _Ctx, t: dict, path: str, daemon: DaemonConfig,
             raise c.fail(f"{path}.start", f"unknown value {start!r} (none, start or trap)")
         if start == "trap" and daemon.backend != "xfrm":
             raise c.fail(f"{path}.start", "\"trap\" needs backend = \"xfrm\" (the kernel reports the traffic)")
+    dpd: float | None = 30.0
+    with c.check():
+        dpd_v = c.get(t, path, "dpd", (str, int, float, bool), default="30s")
+        if dpd_v is False or dpd_v in ("off", "0", 0):
+            dpd = None
+        elif dpd_v is True:
+            dpd = 30.0
+        else:
+            dpd = c.convert(f"{path}.dpd", parse_duration, dpd_v)
     children = []
     cnames: set[str] = set()
     for j, ct in enumerate(c.opt(t, path, "child", list, default=[])):
@@ -868,7 +878,7 @@ def _ike_peer(c: _Ctx, t: dict, path: str, daemon: DaemonConfig,
     return IkePeerConfig(name=name, address=address, psk_file=psk_file,
                          ike_proposals=tuple(proposals), local_id=ids.get("local_id"),
                          remote_id=ids.get("remote_id"), start=start,
-                         children=tuple(children))
+                         children=tuple(children), dpd=dpd)
 
 
 def _family(ts: TrafficSelector, peer: Endpoint | None) -> int | None:

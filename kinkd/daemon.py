@@ -976,7 +976,8 @@ class Daemon:
             by_state[getattr(sa.state, "name", str(sa.state)).lower()] += 1
         for st, n in by_state.items():
             gauges[metrics.gauge_key("kinkd_sas", {"state": st})] = ("SAs by state", {"state": st}, n)
-        gauges["kinkd_peers"] = ("Configured peers", {}, len(self.config.peers))
+        gauges["kinkd_peers"] = ("Configured peers", {},
+                                 len(self.config.peers) + len(self.config.ike_peers))
         gauges["kinkd_kdc_requests_in_flight"] = ("KDC requests in flight", {}, self.kdc_inflight)
         gauges["kinkd_uptime_seconds"] = ("Seconds since start", {}, round(time.time() - self.started, 3))
         traffic = self._kernel_traffic()

@@ -63,6 +63,8 @@ def test_an_ikev1_peer_beside_a_kink_peer(psk):
                check_files=False)
     assert c2.ike_listen() == (Endpoint("198.18.0.1", 500), Endpoint("198.18.0.9", 1500))
     assert c.peer("gw") is None  # Config.peer() names KINK peers
+    assert gw.dpd == 30.0
+    assert loads(conf(psk, peer='dpd = "off"'), check_files=False).ike_peers[0].dpd is None
 
 
 @pytest.mark.parametrize("peer,key,reason", [

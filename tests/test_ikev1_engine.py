@@ -426,3 +426,26 @@ def test_the_engine_has_the_shape_a_daemon_drives():
     # reconfigure without the peer deletes its SAs
     net.run(B, eb.reconfigure(replace(eb.config, peers=()), 10.0), now=10.0)
     assert eb.peer_states() == []
+
+
+def test_dead_peer_detection():
+    ea, eb = pair()
+    pa = ea.config.peers[0]
+    from dataclasses import replace as _r
+    ea.reconfigure(_r(ea.config, peers=(_r(pa, dpd=10.0),)), 0.0)
+    net = established(ea, eb)
+    sa = ea.isakmp_sa("b")
+    assert sa.dpd_peer and ea.timers.when(("dpd", sa.our_cookie)) == 10.0
+    net.run(A, ea.handle_timers(10.0), now=10.0)  # R-U-THERE, answered
+    assert ea.stats["ikev1.dpd.acks"] == 1 and eb.stats["ikev1.informational.received"] == 1
+    assert ea.timers.when(("dpd", sa.our_cookie)) == 20.0
+    # the peer goes silent: R-U-THERE retried, then the peer is declared dead
+    net.drop = lambda s: True
+    now = 20.0
+    while ea.isakmp_sa("b") is not None and now < 100:
+        net.run(A, ea.handle_timers(now), now=now)
+        now = ea.next_deadline() or now + 1
+    from isakmp.events import PeerDead
+    dead = net.of(A, PeerDead)
+    assert dead and dead[0].deleted == 1 and ea.sas() == [] and ea.stats["ikev1.dpd.sent"] == 4
+    assert any(isinstance(e, SADeleted) and e.reason == "peer dead" for e in net.events[A])

@@ -260,7 +260,9 @@ def test_we_initiate_charon_responds(bed, tmp_path, ike, esp, mode):
 
 def test_quick_mode_rekey_both_ways_and_dpd(bed, tmp_path):
     swan = _charon(bed, tmp_path, _swan_conf(dpd=1))
-    ours = Ours(bed, bed.ns_us, tmp_path, _our_conf())
+    conf = _our_conf()
+    conf["peers"][0]["dpd"] = 1.0
+    ours = Ours(bed, bed.ns_us, tmp_path, conf)
     try:
         ours.send(cmd="initiate", peer="swan", child="net")
         first = ours.wait(lambda d: d.get("type") == "SAEstablished", 15, "child SA")["sa"]
@@ -280,10 +282,12 @@ def test_quick_mode_rekey_both_ways_and_dpd(bed, tmp_path):
         ours.wait(lambda d: d.get("type") == "SADeleted" and d["sa"]["spi_in"]
                   == second["spi_in"], 10, "old pair deleted by charon")
         _check_agreement(third["sa"], swan)
-        # DPD: charon's R-U-THERE (dpd_delay 1 s) answered with R-U-THERE-ACK
+        # DPD: charon's R-U-THERE (dpd_delay 1 s) answered with R-U-THERE-ACK, and ours
+        # (dpd 1 s) answered by charon
         time.sleep(2.5)
         log = (swan.directory / "charon.log").read_text()
         assert "N(DPD_ACK)" in log, log[-3000:]
+        assert ours.stats().get("ikev1.dpd.acks", 0) >= 1
     finally:
         ours.close()
         swan.stop()

@@ -47,7 +47,8 @@ def _config(d: dict) -> EngineConfig:
             for c in p.get("children", []))
         peers.append(PeerConfig(p["name"], p["address"], p["psk"].encode(),
                                 tuple(p.get("ike_proposals", ["aes128-sha256-modp2048"])),
-                                children, p.get("local_id"), p.get("remote_id")))
+                                children, p.get("local_id"), p.get("remote_id"),
+                                dpd=p.get("dpd")))
     kw = {}
     if "backoff" in d:
         kw["backoff"] = Backoff(*d["backoff"])
