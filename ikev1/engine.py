@@ -34,6 +34,7 @@ SKEYID_d and the phase-1 prf as key source.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -66,6 +67,7 @@ from isakmp.events import (
     PeerDead,
     RequestRefused,
     Role,
+    SAEstablished,
     Send,
     ShutdownDone,
 )
@@ -336,12 +338,42 @@ class _Failed(Exception):
 # --- the engine ----------------------------------------------------------------------------
 
 
+def _counted(fn):
+    """Count what an entry point reports under the daemon's metric families
+    (``negotiations.started``, ``negotiations.succeeded``, ``negotiations.failed.<reason>``,
+    ``rekeys``), once per outermost call."""
+
+    @functools.wraps(fn)
+    def entry(self, *args, **kwargs):
+        self._depth += 1
+        try:
+            out = fn(self, *args, **kwargs)
+        finally:
+            self._depth -= 1
+        if not self._depth:
+            st = self.stats
+            for e in out:
+                t = type(e)
+                if t is NegotiationFailed:
+                    st[f"negotiations.failed.{e.reason}"] += 1
+                elif t is NegotiationStarted:
+                    st["negotiations.started"] += 1
+                elif t is SAEstablished:
+                    st["negotiations.succeeded"] += 1
+                    if e.rekeyed:
+                        st["rekeys"] += 1
+        return out
+
+    return entry
+
+
 class IkeV1Engine:
     def __init__(self, config: EngineConfig, *, rng: Any = None,
                  stats: Counter | None = None) -> None:
         self.config = config
         self.rng = rng if rng is not None else random.SystemRandom()
         self.stats: Counter = stats if stats is not None else Counter()
+        self._depth = 0
         self.sadb = SADB(max_sas=config.max_sas, rng=self.rng, first_id=config.first_sa_id)
         self.children = ChildSAs(self.sadb, delete_grace=config.delete_grace,
                                  supersede_wait=10.0, stats=self.stats)
@@ -364,6 +396,7 @@ class IkeV1Engine:
             return b
         return a if b is None else min(a, b)
 
+    @_counted
     def handle_timers(self, now: float) -> list:
         out: list = []
         for key in self.timers.pop_due(now):
@@ -407,6 +440,7 @@ class IkeV1Engine:
     def half_open(self) -> int:
         return len(self._half_open)
 
+    @_counted
     def initiate(self, peer: str, child: str | None, now: float, *, user: Any = None) -> list:
         """Negotiate ``child`` of ``peer`` (Main Mode first when no ISAKMP SA is up);
         ``child`` None: only the ISAKMP SA."""
@@ -426,6 +460,7 @@ class IkeV1Engine:
         self._start_main(p, c, now, out)
         return out
 
+    @_counted
     def rekey(self, peer: str, child: str | None, now: float) -> list:
         """A new Quick Mode for each live pair of ``child`` (all children for None) on the
         ISAKMP SA; the old pair is DELETEd ``delete_grace`` after its successor is up."""
@@ -442,6 +477,7 @@ class IkeV1Engine:
                 self._start_quick(sa, c, now, out, rekey_of=rec.id)
         return out
 
+    @_counted
     def delete(self, peer: str, child: str | None, now: float, *, isakmp: bool | None = None
                ) -> list:
         """DELETE the child's SAs (all children for None) with the peer; ``isakmp`` (default:
@@ -470,6 +506,7 @@ class IkeV1Engine:
     # ------------------------------------------------------------------ the rest of the
     # isakmp.plugin.KeyExchangeEngine shape (what a daemon drives)
 
+    @_counted
     def start(self, now: float) -> list:
         """Negotiate every child whose start policy is "start"."""
         out: list = []
@@ -479,6 +516,7 @@ class IkeV1Engine:
                     out.extend(self.initiate(p.name, c.name, now))
         return out
 
+    @_counted
     def acquire(self, request: Any, now: float) -> list:
         """Kernel ACQUIRE: negotiate the child the backend named (``request.peer`` and
         ``request.child``, as ``isakmp.kernel.xfrm`` fills them in from the reqid)."""
@@ -490,6 +528,7 @@ class IkeV1Engine:
             return []
         return self.initiate(peer, child or self._peers[peer].child(None).name, now)
 
+    @_counted
     def kernel_expire(self, spi: int, hard: bool, now: float, *,
                       inbound: bool | None = None) -> list:
         out: list = []
@@ -497,6 +536,7 @@ class IkeV1Engine:
             self._absorb(item, now, out)
         return out
 
+    @_counted
     def reconfigure(self, config: EngineConfig, now: float) -> list:
         """New peers and children; SAs and ISAKMP SAs of peers still configured stay, those
         of removed peers are deleted with the peer (while their ISAKMP SA is still up)."""
@@ -512,6 +552,7 @@ class IkeV1Engine:
                 sa.peer = self._peers[sa.peer.name]
         return out
 
+    @_counted
     def shutdown(self, now: float, delete_sas: bool) -> list:
         """An orderly stop: with ``delete_sas`` every child SA and ISAKMP SA is DELETEd with
         its peer (IKEv1 DELETEs are not answered, so nothing is awaited)."""
@@ -557,6 +598,7 @@ class IkeV1Engine:
 
     # ------------------------------------------------------------------ receiving
 
+    @_counted
     def receive(self, data: bytes, addr: tuple[str, int], now: float, *,
                 local: tuple[str, int] | None = None) -> list:
         out: list = []

@@ -99,6 +99,8 @@ def test_main_and_quick_mode_agree_on_spis_and_keys(ike):
     assert len(net.of(A, InstallSA)) == 2 == len(net.of(B, InstallSA))
     # 6 Main Mode + 3 Quick Mode messages, no retransmission
     assert len(net.sent) == 9
+    assert ea.stats["negotiations.started"] == 1 == ea.stats["negotiations.succeeded"]
+    assert eb.stats["negotiations.succeeded"] == 1
 
 
 def test_pfs_and_tunnel_mode():
@@ -151,6 +153,8 @@ def test_wrong_psk_is_authentication_failed():
     assert [r.reason for r in refused] == ["psk-mismatch"]
     failed = net.of(A, NegotiationFailed)
     assert failed and failed[0].reason == "authentication-failed"
+    assert ea.stats["negotiations.failed.authentication-failed"] == 1  # the metric family
+    assert eb.stats["ikev1.failed.psk-mismatch"] == 1
     assert ea.isakmp_sa("b") is None and eb.isakmp_sa("a") is None and eb.half_open() == 0
 
 
