@@ -1084,6 +1084,12 @@ class IkeV1Engine:
             out.append(IsakmpSADeleted(sa.peer.name, sa.cookies, reason))
 
     def _fail(self, sa: IsakmpSA | None, f: _Failed, now: float, out: list) -> None:
+        if sa is not None and sa.established:
+            # a protected message that does not decrypt or decode on a live ISAKMP SA:
+            # garbage (or a forgery) to drop, not a failed negotiation; an exchange of ours
+            # it breaks ends in its own timeout
+            self.stats[f"ikev1.dropped.{f.reason}"] += 1
+            return
         self.stats[f"ikev1.failed.{f.reason}"] += 1
         if sa is None:
             return
