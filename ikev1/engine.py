@@ -182,6 +182,8 @@ class EngineConfig:
     half_open_timeout: float = 30.0
     backoff: Backoff = Backoff(initial=1.0, maximum=8.0, tries=5)
     nat_traversal: bool = True
+    #: NAT keepalives (RFC 3948 §4: one 0xFF octet to port 4500) while behind a NAT
+    nat_keepalive: float = 20.0
     delete_grace: float = 2.0
     max_sas: int = 100_000
     #: the first SA record id (a daemon hosting several key exchanges keeps them apart)
@@ -299,6 +301,7 @@ class IsakmpSA:
     sai_b: bytes = b""
     natt: bool = False  # both sides announced RFC 3947
     nat: bool = False  # a NAT (or a peer faking one) was detected: UDP encapsulation
+    behind_nat: bool = False  # our own address is translated: we send NAT keepalives
     dh: Any = None
     ni: bytes = b""
     nr: bytes = b""
@@ -413,6 +416,12 @@ class IkeV1Engine:
                 if sa is not None and sa is self.isakmp_sa(sa.peer.name):
                     self.stats["ikev1.isakmp_sa.rekeyed"] += 1
                     self._start_main(sa.peer, None, now, out)
+            elif kind == "ka":
+                sa = self._sas.get(key[1])
+                if sa is not None and sa.established and sa.local[1] == NATT_PORT:
+                    self.stats["ikev1.nat_keepalives"] += 1
+                    out.append(Send(b"\xff", sa.remote, sa.local))
+                    self.timers.set(key, now + self.config.nat_keepalive)
             elif kind == "dpd":
                 sa = self._sas.get(key[1])
                 if sa is not None and sa.established:
@@ -854,7 +863,8 @@ class IkeV1Engine:
         mine = _nat_hash(sa.params, sa.cky_i, sa.cky_r, sa.local)
         theirs = _nat_hash(sa.params, sa.cky_i, sa.cky_r, sa.remote)
         # the first NAT-D is the receiver's (our) address, the others the sender's
-        sa.nat = hashes[0] != mine or theirs not in hashes[1:]
+        sa.behind_nat = hashes[0] != mine
+        sa.nat = sa.behind_nat or theirs not in hashes[1:]
 
     def _on_main(self, sa: IsakmpSA, msg: Message, data: bytes, addr: tuple[str, int],
                  local: tuple[str, int], now: float, out: list) -> None:
@@ -1051,6 +1061,8 @@ class IkeV1Engine:
                 self.timers.set(("p1rekey", sa.our_cookie), now + life * 0.9)
         if sa.peer.dpd and sa.dpd_peer:
             self.timers.set(("dpd", sa.our_cookie), now + sa.peer.dpd)
+        if sa.behind_nat and self.config.nat_keepalive:
+            self.timers.set(("ka", sa.our_cookie), now + self.config.nat_keepalive)
         self.stats["ikev1.isakmp_sa.established"] += 1
         out.append(IsakmpSAEstablished(sa.peer.name, sa.role, sa.remote_id, sa.cookies,
                                        sa.nat))
@@ -1074,7 +1086,7 @@ class IkeV1Engine:
         for key in [k for k in self._rt if k[0] == cookie]:
             self._rt.pop(key, None)
             self.timers.cancel(("rt", *key))
-        for t in ("half", "p1life", "p1rekey", "dpd"):
+        for t in ("half", "p1life", "p1rekey", "dpd", "ka"):
             self.timers.cancel((t, cookie))
         for qm in sa.quick.values():
             if qm.spi and self.sadb.by_spi_in(qm.spi) is None:

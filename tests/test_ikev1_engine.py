@@ -453,3 +453,22 @@ def test_dead_peer_detection():
     dead = net.of(A, PeerDead)
     assert dead and dead[0].deleted == 1 and ea.sas() == [] and ea.stats["ikev1.dpd.sent"] == 4
     assert any(isinstance(e, SADeleted) and e.reason == "peer dead" for e in net.events[A])
+
+
+def test_nat_keepalives_only_behind_a_nat(monkeypatch):
+    """The responder's first NAT-D (the initiator's address as it sees it) differs from what
+    the initiator hashes: the initiator is behind a NAT, floats and sends keepalives; the
+    responder only sees a peer behind a NAT and sends none."""
+    ea, eb = pair(nat=True, mode="tunnel")
+    real_b = eb._nat_payloads
+    monkeypatch.setattr(eb, "_nat_payloads", lambda sa: [
+        type(p)(bytes(len(p.hash))) if i == 0 else p for i, p in enumerate(real_b(sa))])
+    established(ea, eb)
+    sa_a, sa_b = ea.isakmp_sa("b"), eb.isakmp_sa("a")
+    assert sa_a.behind_nat and sa_a.nat and not sa_b.behind_nat and sa_b.nat
+    out = ea.handle_timers(20.0)
+    ka = [e for e in out if isinstance(e, Send)]
+    assert [(e.data, e.addr[1], e.local[1]) for e in ka] == [(b"\xff", 4500, 4500)]
+    assert ea.timers.when(("ka", sa_a.our_cookie)) == 40.0
+    assert ("ka", sa_b.our_cookie) not in eb.timers
+    assert eb.receive(b"\xff", (A, 4500), 20.0, local=(B, 4500)) == []  # ignored

@@ -377,3 +377,35 @@ def test_retransmissions_both_ways_under_loss(bed, tmp_path):
     finally:
         ours.close()
         swan.stop()
+
+
+def test_restart_with_initial_contact(bed, tmp_path):
+    """Our side restarts without its state: the new Main Mode carries INITIAL-CONTACT and
+    charon drops what it still held of our earlier life (IKE_SA and CHILD_SA)."""
+    swan = _charon(bed, tmp_path, _swan_conf())
+    (tmp_path / "1").mkdir()
+    (tmp_path / "2").mkdir()
+    ours = Ours(bed, bed.ns_us, tmp_path / "1", _our_conf())
+    try:
+        ours.send(cmd="initiate", peer="swan", child="net")
+        first = ours.wait(lambda d: d.get("type") == "SAEstablished", 15, "child SA")["sa"]
+    finally:
+        ours.close()  # gone without a DELETE
+    assert "kinkd:" in swan.swanctl("--list-sas")
+    ours = Ours(bed, bed.ns_us, tmp_path / "2", _our_conf())
+    try:
+        ours.send(cmd="initiate", peer="swan", child="net")
+        second = ours.wait(lambda d: d.get("type") == "SAEstablished", 15, "child SA")["sa"]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            listing = swan.swanctl("--list-sas")
+            if listing.count("kinkd:") == 1 and first["spi_in"] not in listing:
+                break
+            time.sleep(0.1)
+        assert listing.count("kinkd:") == 1 and first["spi_in"] not in listing, listing
+        assert second["spi_in"] in listing
+        log = (swan.directory / "charon.log").read_text()
+        assert "INITIAL_CONTACT" in log or "INITIAL-CONTACT" in log
+    finally:
+        ours.close()
+        swan.stop()
