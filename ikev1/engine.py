@@ -45,12 +45,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from isakmp import dh as dhmod
+from isakmp.attributes import decode_attributes
 from isakmp.childsa import ChildSAs, DeleteWanted, PairMeta, RekeyWanted
 from isakmp.doi import (
     FLAG_ENCRYPTION,
     EncapsulationMode,
     ExchangeType,
     IdType,
+    IpsecAttr,
+    LifeType,
     NotifyType,
     PayloadType,
     ProtocolId,
@@ -258,6 +261,29 @@ def _first(payloads: list, cls: type) -> Any:
         if type(p) is cls:
             return p
     return None
+
+
+def _responder_lifetime(payloads: list, secs: int | None, kbs: int | None
+                        ) -> tuple[int | None, int | None]:
+    """The lifetimes of an answered Quick Mode, shortened by the responder's
+    RESPONDER-LIFETIME notifies (RFC 2407 §4.6.3.1: SA Life Type/Duration attributes)."""
+    for n in payloads:
+        if type(n) is not Notification or n.notify_type != NotifyType.RESPONDER_LIFETIME:
+            continue
+        try:
+            attrs = decode_attributes(n.data)
+        except IsakmpError:
+            continue
+        life_type = None
+        for a in attrs:
+            if a.type == IpsecAttr.SA_LIFE_TYPE:
+                life_type = a.int_value
+            elif a.type == IpsecAttr.SA_LIFE_DURATION and a.int_value > 0:
+                if life_type == LifeType.SECONDS:
+                    secs = a.int_value if secs is None else min(secs, a.int_value)
+                elif life_type == LifeType.KILOBYTES:
+                    kbs = a.int_value if kbs is None else min(kbs, a.int_value)
+    return secs, kbs
 
 
 def _nat_hash(params: Phase1Params, cky_i: bytes, cky_r: bytes, addr: tuple[str, int]) -> bytes:
@@ -1325,8 +1351,9 @@ class IkeV1Engine:
                                    Hash(h3).encode(), last, mid)
         self._send(sa, reply, out, answer_to=data)
         mode = c.params.mode if c.params.mode is not None else child_mode(qm.child)
-        lifetime = Lifetime(hard_seconds=sel.life_seconds, hard_kilobytes=sel.life_kilobytes,
-                            soft_seconds=self._soft(qm.child, sel.life_seconds))
+        secs, kbs = _responder_lifetime(pl, sel.life_seconds, sel.life_kilobytes)
+        lifetime = Lifetime(hard_seconds=secs, hard_kilobytes=kbs,
+                            soft_seconds=self._soft(qm.child, secs))
         rec = self.children.add(PairMeta(sa.remote_id, self._local_id(sa), qm.ni),
                                 peer=sa.peer.name, child=qm.child.name, protocol=proto,
                                 spi_in=qm.spi, transform=keys.transform, mode=mode, now=now,

@@ -472,3 +472,17 @@ def test_nat_keepalives_only_behind_a_nat(monkeypatch):
     assert ea.timers.when(("ka", sa_a.our_cookie)) == 40.0
     assert ("ka", sa_b.our_cookie) not in eb.timers
     assert eb.receive(b"\xff", (A, 4500), 20.0, local=(B, 4500)) == []  # ignored
+
+
+def test_responder_lifetime_shortens_the_initiators_sa():
+    """The responder's policy allows 10 minutes, the offer says 1 hour: the answer echoes
+    the offer (RFC 2409) with RESPONDER-LIFETIME, and both sides use 10 minutes."""
+    ea, eb = pair()
+    pb = eb.config.peers[0]
+    from dataclasses import replace as _r
+    eb.reconfigure(_r(eb.config, peers=(_r(pb, children=(_r(pb.children[0], lifetime=600.0),)),
+                                        )), 0.0)
+    established(ea, eb)
+    (ra,), (rb,) = ea.sas(), eb.sas()
+    assert rb.lifetime.hard_seconds == 600 and ra.lifetime.hard_seconds == 600
+    assert ra.soft_at is not None and ra.soft_at < 600
