@@ -192,8 +192,9 @@ def _swan_keys(log: str) -> set[str]:
 
 def _check_agreement(ours: dict, swan: sw.Charon) -> str:
     listing = swan.swanctl("--list-sas")
-    s_in, s_out = _swan_spis(listing)
-    assert (ours["spi_in"], ours["spi_out"]) == (s_out, s_in), listing
+    _swan_spis(listing)  # charon has a CHILD_SA; ours is among them (after rekeys: several)
+    assert re.search(rf"\bin\s+{ours['spi_out']}\b", listing), listing
+    assert re.search(rf"\bout\s+{ours['spi_in']}\b", listing), listing
     keys = _swan_keys(swan.log() + (swan.directory / "charon.log").read_text())
     assert len(keys) >= 4, "charon logged no child keys (chd 4)"
     for k in ("enc_in", "int_in", "enc_out", "int_out"):
@@ -406,6 +407,53 @@ def test_restart_with_initial_contact(bed, tmp_path):
         assert second["spi_in"] in listing
         log = (swan.directory / "charon.log").read_text()
         assert "INITIAL_CONTACT" in log or "INITIAL-CONTACT" in log
+    finally:
+        ours.close()
+        swan.stop()
+
+
+def test_phase1_rekey_both_ways(bed, tmp_path):
+    """A new Main Mode replaces the ISAKMP SA, ours (before our short lifetime ends; the old
+    one DELETEd when it expires), then charon's (reauthentication); the CHILD_SA lives on
+    and a Quick Mode on the newest ISAKMP SA still works."""
+    swan = _charon(bed, tmp_path, _swan_conf())
+    conf = _our_conf()
+    conf["peers"][0]["ike_lifetime"] = 4
+    ours = Ours(bed, bed.ns_us, tmp_path, conf)
+
+    def count(kind: str, **kw) -> int:
+        return sum(d.get("type") == kind and all(d.get(k) == v for k, v in kw.items())
+                   for d in ours.events)
+
+    try:
+        ours.send(cmd="initiate", peer="swan", child="net")
+        child = ours.wait(lambda d: d.get("type") == "SAEstablished", 15, "child SA")["sa"]
+        # ours: a new Main Mode at 90% of 4 s, the old ISAKMP SA deleted at 4 s
+        ours.wait(lambda d: count("IsakmpSAEstablished", role="initiator") >= 2, 10,
+                  "our new ISAKMP SA")
+        ours.wait(lambda d: count("IsakmpSADeleted", reason="expired") >= 1, 10,
+                  "the old one expired")
+        deadline = time.monotonic() + 5
+        while swan.swanctl("--list-sas").count("kinkd:") != 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert swan.swanctl("--list-sas").count("kinkd:") == 1
+        # charon reauthenticates: a new Main Mode towards us (charon keeps the old ISAKMP SA
+        # as REKEYING; ours, the newest we initiated, is not renewed now that charon's is
+        # newer, and is deleted when it expires)
+        swan.swanctl("--rekey", "--ike", "kinkd")
+        ours.wait(lambda d: count("IsakmpSAEstablished", role="responder") >= 1, 10,
+                  "charon's new ISAKMP SA")
+        ours.wait(lambda d: count("IsakmpSADeleted", reason="expired") >= 2, 10,
+                  "our old one expired")
+        deadline = time.monotonic() + 5
+        while swan.swanctl("--list-sas").count("kinkd:") != 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        listing = swan.swanctl("--list-sas")
+        assert child["spi_in"] in listing and listing.count("kinkd:") == 1, listing
+        ours.send(cmd="rekey", peer="swan", child="net")
+        ev = ours.wait(lambda d: d.get("type") == "SAEstablished" and d["sa"]["spi_in"]
+                       != child["spi_in"], 10, "Quick Mode on the new ISAKMP SA")
+        _check_agreement(ev["sa"], swan)
     finally:
         ours.close()
         swan.stop()

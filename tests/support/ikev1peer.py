@@ -48,7 +48,7 @@ def _config(d: dict) -> EngineConfig:
         peers.append(PeerConfig(p["name"], p["address"], p["psk"].encode(),
                                 tuple(p.get("ike_proposals", ["aes128-sha256-modp2048"])),
                                 children, p.get("local_id"), p.get("remote_id"),
-                                dpd=p.get("dpd")))
+                                dpd=p.get("dpd"), ike_lifetime=int(p.get("ike_lifetime", 10800))))
     kw = {}
     if "backoff" in d:
         kw["backoff"] = Backoff(*d["backoff"])
