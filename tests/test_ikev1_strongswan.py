@@ -457,3 +457,66 @@ def test_phase1_rekey_both_ways(bed, tmp_path):
     finally:
         ours.close()
         swan.stop()
+
+
+_FLOOD = r"""
+import os, random, socket, sys
+first = bytes.fromhex(sys.argv[1])
+rng = random.Random(7)
+a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.bind(("198.18.1.2", 0))
+b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); b.bind(("198.18.1.9", 0))
+n = 0
+for i in range(int(sys.argv[2])):
+    k = i % 3
+    d = rng.randbytes(rng.randrange(1, 300)) if k == 0 else rng.randbytes(8) + first[8:]
+    try:
+        (b if k == 2 else a).sendto(d, ("198.18.1.1", 500))
+        n += 1
+    except OSError:
+        pass
+print(n)
+"""
+
+
+def test_flood_then_a_legitimate_negotiation(bed, tmp_path):
+    """100,000 garbage and spoofed Main Mode first messages on UDP 500 (from the peer's
+    address with random cookies, and from an address that is no peer), then charon still
+    negotiates; the driver's memory stays bounded."""
+    swan = _charon(bed, tmp_path, _swan_conf())
+    ours = Ours(bed, bed.ns_us, tmp_path, _our_conf())
+    bed.add_address(bed.ns_swan, "veth0", "198.18.1.9/24")
+
+    def rss() -> int:
+        pid = int(bed.run(bed.ns_us, ["pgrep", "-f", "tests.support.ikev1peer"]).stdout.split()[0])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    try:
+        # a genuine first message to mutate: ours towards charon, captured from our driver
+        from ikev1.engine import EngineConfig, IkeV1Engine, PeerConfig
+        e = IkeV1Engine(EngineConfig(SWAN, (PeerConfig("x", US, b"k"),)))
+        first = e.initiate("x", None, 0.0)[-1].data
+        before = rss()
+        t0 = time.monotonic()
+        r = bed.run(bed.ns_swan, [sys.executable, "-c", _FLOOD, first.hex(), "100000"],
+                    timeout=120)
+        sent = int(r.stdout.strip())
+        took = time.monotonic() - t0
+        time.sleep(1.0)  # let the driver drain its socket
+        stats = ours.stats()
+        after = rss()
+        print(f"flood: {sent} datagrams in {took:.1f}s; driver RSS {before} -> {after} kB; "
+              f"{ {k: v for k, v in stats.items() if 'half' in k or 'unknown' in k or 'malformed' in k} }")
+        assert sent >= 99_000
+        assert stats.get("ikev1.unknown_peer", 0) > 0 and stats.get("ikev1.malformed", 0) > 0
+        assert after - before < 64 * 1024, (before, after)
+        t0 = time.monotonic()
+        swan.swanctl("--initiate", "--child", "net", "--timeout", "15")
+        ev = ours.wait(lambda d: d.get("type") == "SAEstablished", 10, "child SA after flood")
+        print(f"legitimate Main Mode + Quick Mode after the flood: {time.monotonic() - t0:.2f}s")
+        _check_agreement(ev["sa"], swan)
+    finally:
+        ours.close()
+        swan.stop()
