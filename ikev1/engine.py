@@ -133,6 +133,7 @@ VID_RFC3947 = hashlib.md5(b"RFC 3947").digest()
 VID_DPD = bytes.fromhex("afcad71368a1f1c96b8696fc77570100")
 NON_ESP_MARKER = b"\0\0\0\0"
 _NO_COOKIE = bytes(8)
+MAX_PENDING_QUICK = 64  # answered Quick Modes per ISAKMP SA waiting for their message 3
 IKE_PORT, NATT_PORT = 500, 4500
 IKEV1_CAPABILITIES = PluginCapabilities(responder_may_lower_lifetime=False)
 _MAX_PADDING = 255
@@ -442,6 +443,13 @@ class IkeV1Engine:
                 if sa is not None and sa is self.isakmp_sa(sa.peer.name):
                     self.stats["ikev1.isakmp_sa.rekeyed"] += 1
                     self._start_main(sa.peer, None, now, out)
+            elif kind == "qm":  # our answer was never confirmed by message 3
+                sa = self._sas.get(key[1])
+                qm = sa.quick.get(key[2]) if sa is not None else None
+                if qm is not None and qm.role is Role.RESPONDER:
+                    del sa.quick[key[2]]
+                    self.sadb.release_spi(qm.spi)
+                    self.stats["ikev1.quick_mode.expired"] += 1
             elif kind == "ka":
                 sa = self._sas.get(key[1])
                 if sa is not None and sa.established and sa.local[1] == NATT_PORT:
@@ -1114,7 +1122,8 @@ class IkeV1Engine:
             self.timers.cancel(("rt", *key))
         for t in ("half", "p1life", "p1rekey", "dpd", "ka"):
             self.timers.cancel((t, cookie))
-        for qm in sa.quick.values():
+        for mid, qm in sa.quick.items():
+            self.timers.cancel(("qm", cookie, mid))
             if qm.spi and self.sadb.by_spi_in(qm.spi) is None:
                 self.sadb.release_spi(qm.spi)
         if report and sa.established:
@@ -1249,6 +1258,10 @@ class IkeV1Engine:
             self._qm_refuse(sa, None, NotifyType.PAYLOAD_MALFORMED, "malformed",
                             "Quick Mode needs SA, Nonce and zero or two IDs", now, out)
             return
+        waiting = sum(q.role is Role.RESPONDER for q in sa.quick.values())
+        if waiting >= MAX_PENDING_QUICK:  # answered Quick Modes whose third message is due
+            self.stats["ikev1.quick_mode.refused.busy"] += 1
+            return
         try:
             if ids:
                 remote_ts, local_ts = id_to_ts(ids[0]), id_to_ts(ids[1])
@@ -1308,6 +1321,7 @@ class IkeV1Engine:
         out_data, qm.iv = self._encrypted(sa, ExchangeType.QUICK_MODE, PayloadType.HASH, chain,
                                           qm.iv, mid)
         sa.quick[mid] = qm
+        self.timers.set(("qm", sa.our_cookie, mid), now + self.config.half_open_timeout)
         self.stats["ikev1.quick_mode.responded"] += 1
         self._send(sa, out_data, out, answer_to=data)
 
@@ -1379,6 +1393,7 @@ class IkeV1Engine:
             self.stats["ikev1.quick_mode.bad_hash"] += 1
             return
         del sa.quick[qm.mid]
+        self.timers.cancel(("qm", sa.our_cookie, qm.mid))
         sel = qm.sel
         c = sel.chosen[0]
         mode = c.params.mode if c.params.mode is not None else child_mode(qm.child)

@@ -486,3 +486,21 @@ def test_responder_lifetime_shortens_the_initiators_sa():
     (ra,), (rb,) = ea.sas(), eb.sas()
     assert rb.lifetime.hard_seconds == 600 and ra.lifetime.hard_seconds == 600
     assert ra.soft_at is not None and ra.soft_at < 600
+
+
+def test_unconfirmed_quick_modes_expire_and_are_bounded():
+    """Quick Mode answers whose message 3 never comes: their state and SPI go after the
+    half-open timeout, and at most MAX_PENDING_QUICK wait per ISAKMP SA."""
+    ea, eb = pair()
+    net = established(ea, eb)
+    reserved = len(eb.sadb._reserved)
+    net.drop = lambda s: s.addr[0] == B and Message.decode(s.data).exchange_type == \
+        ExchangeType.QUICK_MODE and len(s.data) < 100  # message 3 only
+    for i in range(eng.MAX_PENDING_QUICK + 5):
+        net.run(A, ea.rekey("b", "net", 1.0 + i * 0.01), now=1.0 + i * 0.01)
+    sa_b = eb.isakmp_sa("a")
+    assert len(sa_b.quick) == eng.MAX_PENDING_QUICK
+    assert eb.stats["ikev1.quick_mode.refused.busy"] == 5
+    eb.handle_timers(100.0)
+    assert sa_b.quick == {} and len(eb.sadb._reserved) == reserved
+    assert eb.stats["ikev1.quick_mode.expired"] == eng.MAX_PENDING_QUICK
