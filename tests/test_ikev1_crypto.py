@@ -142,3 +142,21 @@ def test_phase1_decoding_raises_only_typed_errors(data):
         select_phase1(sa, [parse_ike_proposal("aes128-sha256-modp2048")])
     except IsakmpError:
         pass
+
+
+def test_openssl_modp_agrees_with_the_exact_python_computation():
+    """The OpenSSL MODP path and the pure-Python one are the same group: each side's
+    shared secret from the other's public value is equal (and left-padded)."""
+    import random
+
+    from isakmp import dh
+
+    for group in (14, 2):
+        fast = dh.new(group, random.Random(1))
+        slow = dh._Modp(group, random.Random(2))
+        assert type(fast).__name__ == "_ModpOpenSSL"
+        assert fast.shared(slow.public) == slow.shared(fast.public)
+        assert len(fast.public) == len(slow.public) == fast.size
+        for bad in (b"\0" * fast.size, (fast.p - 1).to_bytes(fast.size, "big"), b"\1"):
+            with pytest.raises(ValueError):
+                fast.shared(bad)
