@@ -57,6 +57,7 @@ __all__ = [
 
 TEST_KNOBS_ENV = "KINKD_ALLOW_TEST_KNOBS"
 IKE_PORT = 500  # RFC 2408 §2.5.2: every ISAKMP implementation sends and receives on UDP 500
+DEFAULT_IKE_PROPOSALS: tuple[str, ...] = ("aes128-sha256-modp2048",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +131,7 @@ class IkePeerConfig:
     name: str
     address: Endpoint  # port 500 by default
     psk_file: str
-    ike_proposals: tuple[str, ...] = ("aes128-sha256-modp2048",)
+    ike_proposals: tuple[str, ...] = DEFAULT_IKE_PROPOSALS
     local_id: str | None = None  # default: the local address
     remote_id: str | None = None  # default: the peer's address
     start: str = "none"
@@ -827,9 +828,9 @@ def _ike_peer(c: _Ctx, t: dict, path: str, daemon: DaemonConfig,
                 read_psk(psk_file)
             except ValueError as e:
                 raise c.fail(f"{path}.psk_file", str(e)) from None
-    proposals: tuple[str, ...] = IkePeerConfig.ike_proposals
+    proposals: tuple[str, ...] = DEFAULT_IKE_PROPOSALS
     with c.check():
-        proposals = _str_list(c, t, path, "ike_proposals", IkePeerConfig.ike_proposals)
+        proposals = _str_list(c, t, path, "ike_proposals", DEFAULT_IKE_PROPOSALS)
         if not proposals:
             raise c.fail(f"{path}.ike_proposals", "at least one IKE proposal is needed")
         for i, w in enumerate(proposals):

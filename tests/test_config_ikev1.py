@@ -64,6 +64,9 @@ def test_an_ikev1_peer_beside_a_kink_peer(psk):
     assert c2.ike_listen() == (Endpoint("198.18.0.1", 500), Endpoint("198.18.0.9", 1500))
     assert c.peer("gw") is None  # Config.peer() names KINK peers
     assert gw.dpd == 30.0
+    plain = loads(conf(psk, peer="ike_proposals = []").replace("ike_proposals = []\n", ""),
+                  check_files=False)  # no ike_proposals at all: the default
+    assert plain.ike_peers[0].ike_proposals == ("aes128-sha256-modp2048",)
     assert loads(conf(psk, peer='dpd = "off"'), check_files=False).ike_peers[0].dpd is None
 
 

@@ -113,3 +113,68 @@ def test_kinkctl_up_names_the_reason(bed, realm, tmp_path):
     finally:
         node.stop()
         swan.stop()
+
+
+def test_one_daemon_a_kink_peer_and_an_ikev1_peer_at_once(bed, tmp_path):
+    """host1 negotiates with host2 over KINK (real KDC, in the namespace) and with charon
+    over IKEv1, both at the same time, from one kinkd process."""
+    import subprocess
+    import sys
+
+    from tests import realm as realmlib
+
+    us = bed.ns_us
+    bed.run(us, ["ip", "addr", "add", "198.18.1.5/32", "dev", "lo"])
+    rdir = tmp_path / "realm"
+    subprocess.run(["ip", "netns", "exec", us, sys.executable, str(realmlib.REALM_TOOL), "up",
+                    str(rdir), "--host", H1, "--host", "host2.kink.test"], check=True,
+                   capture_output=True, timeout=120)
+    realm = realmlib.load(rdir)
+    swan = _charon(bed, tmp_path, _swan_conf())
+    psk = tmp_path / "swan.psk"
+    psk.write_text(PSK + "\n")
+    os.chmod(psk, 0o600)
+    n1 = Node(H1, US, 910, tmp_path / "h1", realm, wrap=["ip", "netns", "exec", us])
+    n2 = Node("host2.kink.test", "198.18.1.5", 910, tmp_path / "h2", realm,
+              wrap=["ip", "netns", "exec", us])
+    for n in (n1, n2):
+        n.directory.mkdir()
+    kink_child = {"name": "app", "local_ts": ["dynamic"], "remote_ts": ["dynamic"],
+                  "esp_proposals": ["aes128gcm16"]}
+    write_config(n1, [
+        {"name": "host2", "address": "198.18.1.5:910", "principal": realm.service(n2.name),
+         "child": [kink_child]},
+        {"name": "swan", "exchange": "ikev1", "address": SWAN, "psk_file": str(psk),
+         "child": [{"name": "net", "local_ts": ["198.19.1.0/24"],
+                    "remote_ts": ["198.19.2.0/24"], "mode": "tunnel",
+                    "esp_proposals": ["aes128-sha256"]}]}])
+    write_config(n2, [{"name": "host1", "address": f"{US}:910",
+                       "principal": realm.service(H1), "child": [kink_child]}])
+    try:
+        n2.start()
+        n1.start()
+        import concurrent.futures as cf
+
+        with cf.ThreadPoolExecutor(2) as ex:  # both negotiations at the same time
+            ups = [ex.submit(n1.ctl, "up", peer) for peer in ("host2", "swan")]
+            for f in ups:
+                f.result(timeout=60)
+        sas = n1.ctl_json("sas")["sas"]
+        assert sorted((s["peer"], s["exchange"]) for s in sas) == [
+            ("host2", "kink"), ("swan", "ikev1")]
+        (k,) = [s for s in sas if s["peer"] == "host2"]
+        (k2,) = n2.ctl_json("sas")["sas"]
+        assert (k["spi_in"], k["spi_out"]) == (k2["spi_out"], k2["spi_in"])
+        (i,) = [s for s in sas if s["peer"] == "swan"]
+        assert i["spi_in"][2:] in swan.swanctl("--list-sas")
+        peers = {p["name"]: p["exchange"] for p in n1.ctl_json("peers")["peers"]}
+        assert peers == {"host2": "kink", "swan": "ikev1"}
+        n1.ctl("down", "swan")
+        assert [s["peer"] for s in n1.ctl_json("sas")["sas"] if s["state"] == "mature"] == \
+            ["host2"]
+    finally:
+        for n in (n1, n2):
+            with contextlib.suppress(Exception):
+                n.stop()
+        swan.stop()
+        realmlib.down(realm)
