@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import os
 import signal
@@ -158,6 +159,10 @@ class Daemon:
         local = next((ep.host for ep in d.listen if ep.host not in ("0.0.0.0", "::")), None)
         engine = Engine(self.config, epoch=self.epoch, acceptor=self.acceptor,
                         local_address=local)
+        if self.config.ike_peers:  # IKEv1 peers too: both key exchanges behind one face
+            from kinkd.hosting import Hosted
+
+            engine = Hosted(engine, self.config)
         if not isinstance(engine, KeyExchangeEngine):  # pragma: no cover - a plugin bug
             raise TypeError(f"{type(engine).__name__} is not a KeyExchangeEngine")
         self.engine = engine
@@ -193,6 +198,8 @@ class Daemon:
         await self.loop.run_in_executor(None, self._build_engine)
         for ep in d.listen:
             await self._listen(ep)
+        for host, port in sorted(getattr(self.engine, "ike_endpoints", ())):  # IKEv1
+            await self._listen(cfgmod.Endpoint(host, port))
         self.control_server = await control.serve(d.control_socket, d.control_mode, self._control,
                                                   group=d.control_group)
         if d.metrics_listen:
@@ -627,7 +634,8 @@ class Daemon:
             else:
                 state = "unknown"
             epochs = st.get("epochs") or {}
-            out.append({"name": st["name"], "address": st["address"], "principal": st["principal"],
+            out.append({"name": st["name"], "exchange": st.get("exchange", "kink"),
+                        "address": st["address"], "principal": st["principal"],
                         "state": state, "epoch": next(iter(epochs.values()), None) if epochs else None,
                         "epochs": epochs, "last_heard": st.get("last_heard"),
                         "clock_offset": st.get("clock_offset"), "sas": st.get("sas", 0),
@@ -659,7 +667,7 @@ class Daemon:
         if show and not self.is_admin(uid):
             raise control.ControlError("--show-keys is only allowed for root or the admin group")
         meta = self.engine.sa_meta
-        out = [sa_json(sa, show, meta(sa.id)) for sa in self.engine.sas()]
+        out = [sa_json(sa, show, meta(sa.id), self._exchange(sa)) for sa in self.engine.sas()]
         traffic = self._kernel_traffic()
         if traffic is not None:
             for sa, js in zip(self.engine.sas(), out, strict=True):
@@ -694,12 +702,15 @@ class Daemon:
 
     async def _cmd_up(self, args: dict, uid: int | None) -> dict:
         peer, child = args.get("peer"), args.get("child")
-        p = self.config.peer(peer) if isinstance(peer, str) else None
+        p = self._any_peer(peer)
         if p is None:
             raise control.ControlError(f"no peer named {peer!r} in the configuration")
         if child is not None and p.child(child) is None:
             raise control.ControlError(f"peer {peer!r} has no child named {child!r}")
         user = None
+        if isinstance(p, cfgmod.IkePeerConfig) and (args.get("as_user") or not self.is_admin(uid)):
+            raise control.ControlError(f"up: IKEv1 peer {peer!r} is brought up in the daemon's "
+                                       "name only (root or the admin group)")
         if args.get("as_user"):
             user = self._lent_user(args.get("ticket"), p, uid)
         elif not self.is_admin(uid):
@@ -735,8 +746,22 @@ class Daemon:
         failed = [r for r in results if not r["ok"]]
         if failed:
             raise control.ControlError("; ".join(f"{r['child']}: {r['message']}" for r in failed))
-        return {"established": results, "sas": [sa_json(sa, False, self.engine.sa_meta(sa.id)) for sa in self.engine.sas()
-                                                 if sa.peer == peer and sa.child in children]}
+        return {"established": results,
+                "sas": [sa_json(sa, False, self.engine.sa_meta(sa.id), self._exchange(sa))
+                        for sa in self.engine.sas() if sa.peer == peer and sa.child in children]}
+
+    def _exchange(self, sa: Any) -> str:
+        of = getattr(self.engine, "exchange_of", None)
+        return of(sa) if of is not None else "kink"
+
+    def _any_peer(self, name: Any) -> Any:
+        """The KINK or IKEv1 peer named ``name`` (None when there is none)."""
+        if not isinstance(name, str):
+            return None
+        p = self.config.peer(name)
+        if p is None:
+            p = next((q for q in self.config.ike_peers if q.name == name), None)
+        return p
 
     def _lent_user(self, ticket: Any, p: Any, uid: int | None) -> lend.UserCreds:
         """Take the service ticket a user lends for peer ``p`` (kinit-then-connect)."""
@@ -761,9 +786,12 @@ class Daemon:
 
     async def _cmd_down(self, args: dict, uid: int | None) -> dict:
         peer, child = args.get("peer"), args.get("child")
-        p = self.config.peer(peer) if isinstance(peer, str) else None
+        p = self._any_peer(peer)
         if p is None:
             raise control.ControlError(f"no peer named {peer!r} in the configuration")
+        if isinstance(p, cfgmod.IkePeerConfig) and not self.is_admin(uid):
+            raise control.ControlError(f"down: the SAs of IKEv1 peer {peer!r} are deleted by "
+                                       "root or the admin group only")
         meta = self.engine.sa_meta
         before = [sa for sa in self.engine.sas() if sa.peer == peer and (child is None or sa.child == child)]
         select = None
@@ -916,6 +944,10 @@ class Daemon:
             if getattr(self.config.daemon, key) != getattr(new.daemon, key):
                 changes.append(f"daemon.{key} changed: needs a restart (kept the old value)")
         new = _keep_restart_only(self.config, new)
+        if bool(new.ike_peers) != hasattr(self.engine, "ike"):
+            changes.append("IKEv1 peers added or all removed: needs a restart (IKEv1 peers "
+                           "kept as they were)")
+            new = dataclasses.replace(new, ike_peers=self.config.ike_peers)
         effects = self.engine.reconfigure(new, self.now())  # raises: nothing changed yet
         self.config = new
         self._apply(effects)
@@ -944,7 +976,8 @@ class Daemon:
             by_state[getattr(sa.state, "name", str(sa.state)).lower()] += 1
         for st, n in by_state.items():
             gauges[metrics.gauge_key("kinkd_sas", {"state": st})] = ("SAs by state", {"state": st}, n)
-        gauges["kinkd_peers"] = ("Configured peers", {}, len(self.config.peers))
+        gauges["kinkd_peers"] = ("Configured peers", {},
+                                 len(self.config.peers) + len(self.config.ike_peers))
         gauges["kinkd_kdc_requests_in_flight"] = ("KDC requests in flight", {}, self.kdc_inflight)
         gauges["kinkd_uptime_seconds"] = ("Seconds since start", {}, round(time.time() - self.started, 3))
         traffic = self._kernel_traffic()
@@ -1028,7 +1061,7 @@ class Daemon:
         log("info", "stopped", "kinkd stopped")
 
 
-def sa_json(sa: Any, show_keys: bool, meta: Any = None) -> dict:
+def sa_json(sa: Any, show_keys: bool, meta: Any = None, exchange: str = "kink") -> dict:
     def hx(v):
         return None if v is None else f"0x{int(v):08x}"
 
@@ -1036,6 +1069,7 @@ def sa_json(sa: Any, show_keys: bool, meta: Any = None) -> dict:
     sel = sa.selectors
     out = {
         "peer": sa.peer,
+        "exchange": exchange,
         "child": sa.child,
         "protocol": proto,
         "spi_in": hx(sa.spi_in),
