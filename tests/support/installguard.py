@@ -84,6 +84,7 @@ PROGRAMS: dict[str, str] = {
     "userdel": "removes them (test_user_access.py)",
     "groupadd": "the unit's group when missing (test_user_access.py)",
     "groupdel": "removes it again (test_user_access.py)",
+    "pgrep": "finds the IKEv1 test peer inside its namespace (test_ikev1_strongswan.py)",
 }
 
 # Wrappers that run the program named later in their argv (checked themselves too).
