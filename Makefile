@@ -9,11 +9,15 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
+# Every program, charon plugin and Python module the tests and the demo use must come from
+# here or pyproject.toml: tests/test_install_guard.py fails the suite otherwise.
 APT_PACKAGES := krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc python3-dev python3-venv \
-	podman runc debootstrap tshark nftables iproute2 \
-	strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins
+	podman runc debootstrap tshark wireshark-common nftables iproute2 procps \
+	strongswan-charon strongswan-swanctl strongswan-libcharon libstrongswan \
+	libcharon-extra-plugins libstrongswan-standard-plugins \
+	groff-base man-db systemd strace
 
-.PHONY: demo test test-kernel deps apt venv lint bench clean
+.PHONY: demo test test-kernel deps apt venv lint bench clean fresh-test
 
 demo: deps
 	$(PY) scripts/demo.py
@@ -57,6 +61,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
+
+# `make test` on a fresh Debian 12 machine (not part of `make test`; needs root, podman,
+# debootstrap): a cached debootstrap rootfs, a privileged podman container from it, a
+# fresh clone of this repository (committed HEAD) with ../shared beside it; see the script.
+fresh-test:
+	scripts/fresh-machine-test.sh
 
 # Benchmarks (not part of the test suite): KINK vs strongSwan, see README "Benchmarks".
 # `make bench` (about 10 minutes) or `make bench QUICK=1` (about 3 minutes) write

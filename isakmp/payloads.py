@@ -217,6 +217,23 @@ class Transform:
             a = self._attrs = list(map(Attribute, map(_minus_af, flat[::2]), flat[1::2]))
         return a
 
+    def copy(self) -> Transform:
+        """An independent copy (a decoded transform's attributes stay undecoded)."""
+        t = Transform(self.number, self.transform_id,
+                      None if self._attrs is None else list(self._attrs))
+        if self._attrs is None:
+            t._attrs, t._raw = None, self._raw
+        return t
+
+    def wire_key(self) -> tuple:
+        """A hashable value equal for transforms with the same number, ID and attributes
+        (the validated wire octets of a decoded transform not yet looked at, else the
+        attribute list):
+        for caches keyed by an offer's content."""
+        if self._attrs is None:
+            return (self.number, self.transform_id, self._raw)
+        return (self.number, self.transform_id, tuple((a.type, a.value) for a in self.attributes))
+
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented

@@ -389,7 +389,7 @@ class Selection:
 
 
 def _copy_transform(t: Transform) -> Transform:
-    return Transform(t.number, t.transform_id, list(t.attributes))
+    return t.copy()
 
 
 def _min_opt(a: int | None, b: int | None) -> int | None:
@@ -524,6 +524,63 @@ def select(offer: SecurityAssociation, policy: Policy,
                 )
                 return sel
     raise NoProposalChosen(f"no acceptable proposal: {explain_no_choice(offer, policy)}")
+
+
+class SelectionCache:
+    """:func:`select` memoized by the offer's content without its SPIs, per policy.
+
+    A responder sees the same offer over and over (one initiator, one configuration):
+    the choice, the lowered reply transforms and the effective parameters depend only on
+    the proposal numbers, protocols, SPI sizes, transforms and attributes, and on the
+    policy. A hit rebuilds the :class:`Selection` around the current offer's own
+    proposals (so ``chosen[i].proposal.spi`` is this offer's SPI). Bounded (least
+    recently used evicted); refusals are not cached (they raise, and are rare)."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        from collections import OrderedDict
+
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple, tuple] = OrderedDict()
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def offer_key(offer: SecurityAssociation) -> tuple:
+        return (offer.doi, offer.situation, offer.labeled_situation,
+                tuple((p.number, p.protocol_id, len(p.spi),
+                       tuple(t.wire_key() for t in p.transforms)) for p in offer.proposals))
+
+    def select(self, offer: SecurityAssociation, policy: Policy,
+               capabilities: PluginCapabilities) -> Selection:
+        lower = capabilities.responder_may_lower_lifetime
+        key = (id(policy), lower, self.offer_key(offer))
+        entries = self._entries
+        hit = entries.get(key)
+        if hit is not None and hit[0] is policy:
+            entries.move_to_end(key)
+            self.hits += 1
+            _, template, picks = hit
+            props = offer.proposals
+            chosen = []
+            for c, (pi, ti) in zip(template.chosen, picks, strict=True):
+                prop = props[pi]
+                t = prop.transforms[ti]
+                reply = t if c.reply_transform is c.transform else c.reply_transform
+                chosen.append(ChosenTransform(c.protocol_id, prop, t, reply, c.params))
+            return Selection(template.proposal_number, tuple(chosen), template.life_seconds,
+                             template.life_kilobytes, lowered=template.lowered,
+                             responder_lifetime=template.responder_lifetime,
+                             optimistic=template.optimistic, pfs_group=template.pfs_group)
+        self.misses += 1
+        sel = select(offer, policy, capabilities)
+        picks = []
+        for c in sel.chosen:
+            pi = next(i for i, p in enumerate(offer.proposals) if p is c.proposal)
+            ti = next(i for i, t in enumerate(c.proposal.transforms) if t is c.transform)
+            picks.append((pi, ti))
+        entries[key] = (policy, sel, tuple(picks))
+        if len(entries) > self.capacity:
+            entries.popitem(last=False)
+        return sel
 
 
 # --- initiator side -------------------------------------------------------------

@@ -438,12 +438,17 @@ class SADB:
         "_transforms",
     )
 
-    def __init__(self, *, max_sas: int = 100_000, rng: RandomSource | None = None) -> None:
+    def __init__(self, *, max_sas: int = 100_000, rng: RandomSource | None = None,
+                 first_id: int = 1) -> None:
+        """``first_id``: the first record id (a daemon hosting several key exchanges gives
+        each SADB its own range, so that an id names one SA pair across them)."""
         if max_sas <= 0:
             raise ValueError("max_sas must be positive")
+        if first_id < 1:
+            raise ValueError("first_id must be positive")
         self.max_sas = max_sas
         self._rng: RandomSource = rng if rng is not None else _random.SystemRandom()
-        self._next_id = 1
+        self._next_id = first_id
         self._by_id: dict[int, SARecord] = {}
         self._by_spi_in: dict[int, SARecord] = {}
         self._reserved: set[int] = set()

@@ -30,7 +30,8 @@ def _kinkd_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true",
                    help="with --check-config: skip the checks that need this machine's files "
                         "(the keytab)")
-    p.add_argument("--log-format", choices=["text", "json"], help="override daemon.log_format")
+    p.add_argument("--log-format", choices=["text", "json", "journal"],
+                   help="override daemon.log_format (journal: journald's native protocol)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                    help="override daemon.log_level")
     return p
@@ -220,8 +221,20 @@ def kinkctl_main(argv: list[str] | None = None) -> int:
                      (f"{s['owner']} (user)" if s.get("owner") else s.get("remote_principal") or "-"),
                      f"{s.get('local_ts') or '-'} <-> {s.get('remote_ts') or '-'}"]
                     for s in r["sas"]]
-            print(_table(rows, ["PEER", "CHILD", "PROTO", "SPI-IN", "SPI-OUT", "TRANSFORM", "MODE",
-                                "STATE", "ESTABLISHED", "EXPIRES", "PRINCIPAL", "TRAFFIC"]))
+            header = ["PEER", "CHILD", "PROTO", "SPI-IN", "SPI-OUT", "TRANSFORM", "MODE",
+                      "STATE", "ESTABLISHED", "EXPIRES", "PRINCIPAL", "TRAFFIC"]
+            if any("traffic" in s for s in r["sas"]):  # the kernel's counters (xfrm backend)
+                def counted(c):
+                    if not c:
+                        return "-"
+                    bad = f" {c['integrity_failed']} bad" if c.get("integrity_failed") else ""
+                    return f"{c['packets']}p/{c['bytes']}B{bad}"
+
+                for row, s in zip(rows, r["sas"], strict=True):
+                    t = s.get("traffic") or {}
+                    row += [counted(t.get("in")), counted(t.get("out"))]
+                header += ["IN", "OUT"]
+            print(_table(rows, header))
             if args.show_keys:
                 for s in r["sas"]:
                     k = s.get("keys") or {}

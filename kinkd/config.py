@@ -42,6 +42,8 @@ __all__ = [
     "ConfigIssue",
     "DaemonConfig",
     "Endpoint",
+    "IKE_PORT",
+    "IkePeerConfig",
     "Limits",
     "PeerConfig",
     "Timers",
@@ -54,6 +56,8 @@ __all__ = [
 ]
 
 TEST_KNOBS_ENV = "KINKD_ALLOW_TEST_KNOBS"
+IKE_PORT = 500  # RFC 2408 §2.5.2: every ISAKMP implementation sends and receives on UDP 500
+DEFAULT_IKE_PROPOSALS: tuple[str, ...] = ("aes128-sha256-modp2048",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,22 +113,56 @@ class DaemonConfig:
     #: down of anyone's SAs, up in the daemon's name)
     admin_group: str | None = None
     log_level: str = "info"
-    log_format: str = "text"  # "text" | "json"
+    log_format: str = "text"  # "text" | "json" | "journal"
     metrics_listen: Endpoint | None = None  # optional Prometheus TCP endpoint
     on_shutdown: str = "keep"  # "keep" SAs, or "delete" them (with DELETE to peers)
     user_to_user_responder: bool = True  # hand out our TGT on GETTGT
     clock_offset: float = 0.0  # TEST ONLY: shift of our clock (refused unless allowed)
+    #: UDP endpoints of IKEv1 (used when an IKEv1 peer is configured); empty: the hosts of
+    #: ``listen`` on port 500 (and each host on 4500 for NAT traversal)
+    ike_listen: tuple[Endpoint, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IkePeerConfig:
+    """A peer negotiated with IKEv1 (``exchange = "ikev1"``, RFC 2409 Main Mode with a
+    pre-shared key, then Quick Mode): hosted by the ``ikev1`` key exchange."""
+
+    name: str
+    address: Endpoint  # port 500 by default
+    psk_file: str
+    ike_proposals: tuple[str, ...] = DEFAULT_IKE_PROPOSALS
+    local_id: str | None = None  # default: the local address
+    remote_id: str | None = None  # default: the peer's address
+    start: str = "none"
+    children: tuple[ChildConfig, ...] = ()
+    exchange: str = "ikev1"
+    dpd: float | None = 30.0  # R-U-THERE (RFC 3706) after this long; None = only answer
+
+    def child(self, name: str) -> ChildConfig | None:
+        for c in self.children:
+            if c.name == name:
+                return c
+        return None
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     daemon: DaemonConfig
-    peers: tuple[PeerConfig, ...] = ()
+    peers: tuple[PeerConfig, ...] = ()  # KINK peers
     timers: Timers = field(default_factory=Timers)
     limits: Limits = field(default_factory=Limits)
     #: doubtful settings (weak algorithms, ...): printed by --check-config, logged on start
     #: and reload; they do not stop anything
     warnings: tuple[ConfigIssue, ...] = field(default=(), compare=False)
+    ike_peers: tuple[IkePeerConfig, ...] = ()  # IKEv1 peers (exchange = "ikev1")
+
+    def ike_listen(self) -> tuple[Endpoint, ...]:
+        """Where IKEv1 is served: ``daemon.ike_listen`` or the hosts of ``listen`` on 500."""
+        if self.daemon.ike_listen:
+            return self.daemon.ike_listen
+        hosts = dict.fromkeys(ep.host for ep in self.daemon.listen)
+        return tuple(Endpoint(h, IKE_PORT) for h in hosts)
 
     def peer(self, name: str) -> PeerConfig | None:
         for p in self.peers:
@@ -349,13 +387,17 @@ def _converted_list(c: _Ctx, data: dict, path: str, key: str, fn, default: tuple
 
 _DAEMON_KEYS = {"listen", "principal", "keytab", "ccache", "state_file", "backend", "control_socket",
                 "control_mode", "control_group", "admin_group", "log_level", "log_format", "metrics_listen", "on_shutdown",
-                "user_to_user_responder", "timers", "limits", "testing"}
+                "user_to_user_responder", "timers", "limits", "testing", "ike_listen"}
 _TIMER_KEYS = {"retransmit", "retransmit_max", "max_tries", "reply_cache", "delete_grace",
                "clock_skew", "kdc_backoff_max"}
 _LIMIT_KEYS = {"max_transactions", "max_peers", "max_sas", "unauth_rate", "unauth_burst",
                "max_sources", "max_half_open", "max_half_open_per_principal"}
 _PEER_KEYS = {"name", "address", "principal", "allow_principals", "start", "prf", "user_to_user",
-              "encrypt", "dpd", "roam", "child"}
+              "encrypt", "dpd", "roam", "child", "exchange", "psk_file", "ike_proposals",
+              "local_id", "remote_id"}
+#: keys of a KINK peer only / of an IKEv1 peer only
+_KINK_ONLY_KEYS = {"principal", "allow_principals", "prf", "user_to_user", "encrypt", "roam"}
+_IKE_ONLY_KEYS = {"psk_file", "ike_proposals", "local_id", "remote_id"}
 _CHILD_KEYS = {"name", "local_ts", "remote_ts", "mode", "esp_proposals", "ah_proposals",
                "lifetime", "rekey_time", "life_bytes", "start"}
 #: a child's ESP proposals when it names neither esp_proposals nor ah_proposals
@@ -404,18 +446,35 @@ def _config(c: _Ctx, data: dict, check_files: bool, check_keytab: bool) -> Confi
         if not isinstance(p, dict):
             c.error(path, "expected a table ([[peer]])")
             continue
-        peer = _peer(c, p, path, daemon)
+        exchange = p.get("exchange", "kink")
+        if exchange == "ikev1":
+            peer = _ike_peer(c, p, path, daemon, check_files)
+        elif exchange != "kink":
+            c.error(f"{path}.exchange", f"unknown key exchange {exchange!r} (kink or ikev1)")
+            continue
+        else:
+            peer = _peer(c, p, path, daemon)
         if peer is None:
             continue
         if peer.name in names:
             c.error(f"{path}.name", f"duplicate peer name {peer.name!r}")
         names.add(peer.name)
         peers.append(peer)
+    if any(isinstance(p, IkePeerConfig) for p in peers):
+        if daemon.backend == "xfrm":
+            c.error("daemon.backend", "IKEv1 peers need backend = \"memory\" for now (the "
+                                      "XFRM backend has no UDP-encapsulated SAs yet)")
+        hosts = [ep.host for ep in (daemon.ike_listen or daemon.listen)]
+        if not any(h not in ("0.0.0.0", "::") for h in hosts):
+            c.error("daemon.ike_listen", "IKEv1 peers need a concrete local address (NAT "
+                                         "detection, the default identity): set ike_listen")
     if len(peers_t) > limits.max_peers:
         c.error("daemon.limits.max_peers", f"{len(peers_t)} peers configured, limit is {limits.max_peers}")
     if c.errors:
         return None
-    return Config(daemon=daemon, peers=tuple(peers), timers=timers, limits=limits)
+    return Config(daemon=daemon, peers=tuple(p for p in peers if isinstance(p, PeerConfig)),
+                  timers=timers, limits=limits,
+                  ike_peers=tuple(p for p in peers if isinstance(p, IkePeerConfig)))
 
 
 def load(path: str | os.PathLike, *, check_files: bool = True, check_keytab: bool = False) -> Config:
@@ -523,6 +582,11 @@ def _daemon(c: _Ctx, t: dict, check_files: bool, check_keytab: bool) -> tuple[Da
     keytab = c.opt(t, P, "keytab", str, default=d.keytab)
     if keytab is not None and check_files and P + ".keytab" not in {e.key for e in c.errors}:
         _check_keytab_file(c, keytab, principal, check_keytab and bool(principal))
+    ike_listen: tuple[Endpoint, ...] = ()
+    with c.check():
+        got = _converted_list(c, t, P, "ike_listen", lambda v: parse_endpoint(v, IKE_PORT), ())
+        if got is not None:
+            ike_listen = got
     backend = d.backend
     with c.check():
         backend = c.get(t, P, "backend", str, default=d.backend)
@@ -536,8 +600,9 @@ def _daemon(c: _Ctx, t: dict, check_files: bool, check_keytab: bool) -> tuple[Da
     log_format = d.log_format
     with c.check():
         log_format = c.get(t, P, "log_format", str, default=d.log_format)
-        if log_format not in ("text", "json"):
-            raise c.fail(f"{P}.log_format", f"unknown format {log_format!r} (text or json)")
+        if log_format not in ("text", "json", "journal"):
+            raise c.fail(f"{P}.log_format",
+                         f"unknown format {log_format!r} (text, json or journal)")
     groups: dict[str, str | None] = {"control_group": None, "admin_group": None}
     for key in groups:
         with c.check():
@@ -598,6 +663,7 @@ def _daemon(c: _Ctx, t: dict, check_files: bool, check_keytab: bool) -> tuple[Da
         on_shutdown=on_shutdown,
         user_to_user_responder=c.opt(t, P, "user_to_user_responder", bool, default=True),
         clock_offset=clock_offset,
+        ike_listen=ike_listen,
     )
     timers, limits = Timers(), Limits()
     with c.check():
@@ -664,6 +730,8 @@ def _peer(c: _Ctx, t: dict, path: str, daemon: DaemonConfig) -> PeerConfig | Non
     """The peer at PATH; None when it has errors (recorded; its children are still checked)."""
     n_errors = len(c.errors)
     c.table(t, path, _PEER_KEYS)
+    for k in sorted(_IKE_ONLY_KEYS & set(t)):
+        c.error(f"{path}.{k}", f"{k!r} is an IKEv1 setting; add exchange = \"ikev1\"")
     name = address = principal = None
     with c.check():
         name = c.get(t, path, "name", str, required=True)
@@ -733,6 +801,85 @@ def _peer(c: _Ctx, t: dict, path: str, daemon: DaemonConfig) -> PeerConfig | Non
         prf=prf, user_to_user=user_to_user, encrypt=encrypt, dpd=dpd, roam=roam,
         children=tuple(children),
     )
+
+
+def _ike_peer(c: _Ctx, t: dict, path: str, daemon: DaemonConfig,
+              check_files: bool) -> IkePeerConfig | None:
+    """An IKEv1 peer (``exchange = "ikev1"``); None when it has errors (recorded)."""
+    from ikev1.phase1 import parse_ike_proposal
+    from kinkd.psk import read_psk
+
+    n_errors = len(c.errors)
+    c.table(t, path, _PEER_KEYS)
+    for k in sorted(_KINK_ONLY_KEYS & set(t)):
+        c.error(f"{path}.{k}", f"{k!r} is a KINK setting; this peer uses exchange = \"ikev1\"")
+    name = address = psk_file = None
+    with c.check():
+        name = c.get(t, path, "name", str, required=True)
+        if not _NAME_RE.match(name):
+            raise c.fail(f"{path}.name", f"bad name {name!r} (letters, digits, '.', '_', ':', '-')")
+    with c.check():
+        address = c.convert(f"{path}.address", lambda v: parse_endpoint(v, IKE_PORT),
+                            c.get(t, path, "address", str, required=True))
+    with c.check():
+        psk_file = c.get(t, path, "psk_file", str, required=True)
+        if check_files:
+            try:
+                read_psk(psk_file)
+            except ValueError as e:
+                raise c.fail(f"{path}.psk_file", str(e)) from None
+    proposals: tuple[str, ...] = DEFAULT_IKE_PROPOSALS
+    with c.check():
+        proposals = _str_list(c, t, path, "ike_proposals", DEFAULT_IKE_PROPOSALS)
+        if not proposals:
+            raise c.fail(f"{path}.ike_proposals", "at least one IKE proposal is needed")
+        for i, w in enumerate(proposals):
+            try:
+                parse_ike_proposal(w)
+            except ValueError as e:
+                c.error(f"{path}.ike_proposals[{i}]", str(e))
+    ids = {}
+    for k in ("local_id", "remote_id"):
+        with c.check():
+            ids[k] = c.get(t, path, k, str, default=None)
+            if ids[k] is not None and not ids[k].strip():
+                raise c.fail(f"{path}.{k}", "an empty identity")
+    start = "none"
+    with c.check():
+        start = c.get(t, path, "start", str, default="none")
+        if start not in ("none", "start", "trap"):
+            raise c.fail(f"{path}.start", f"unknown value {start!r} (none, start or trap)")
+        if start == "trap" and daemon.backend != "xfrm":
+            raise c.fail(f"{path}.start", "\"trap\" needs backend = \"xfrm\" (the kernel reports the traffic)")
+    dpd: float | None = 30.0
+    with c.check():
+        dpd_v = c.get(t, path, "dpd", (str, int, float, bool), default="30s")
+        if dpd_v is False or dpd_v in ("off", "0", 0):
+            dpd = None
+        elif dpd_v is True:
+            dpd = 30.0
+        else:
+            dpd = c.convert(f"{path}.dpd", parse_duration, dpd_v)
+    children = []
+    cnames: set[str] = set()
+    for j, ct in enumerate(c.opt(t, path, "child", list, default=[])):
+        cpath = f"{path}.child[{j}]"
+        if not isinstance(ct, dict):
+            c.error(cpath, "expected a table ([[peer.child]])")
+            continue
+        child = _child(c, ct, cpath, daemon, address)
+        if child is None:
+            continue
+        if child.name in cnames:
+            c.error(f"{cpath}.name", f"duplicate child name {child.name!r} in peer {name!r}")
+        cnames.add(child.name)
+        children.append(child)
+    if len(c.errors) > n_errors:
+        return None
+    return IkePeerConfig(name=name, address=address, psk_file=psk_file,
+                         ike_proposals=tuple(proposals), local_id=ids.get("local_id"),
+                         remote_id=ids.get("remote_id"), start=start,
+                         children=tuple(children), dpd=dpd)
 
 
 def _family(ts: TrafficSelector, peer: Endpoint | None) -> int | None:

@@ -129,13 +129,17 @@ async def serve(path: str, mode: int, handler: Handler, group: str | None = None
         os.umask(old)
     try:
         if gid is not None:
-            os.chown(path, -1, gid)
+            # under the unit (Group=kinkd) both already have the group: no chown call,
+            # which its system call filter (~@privileged) would refuse
+            if os.stat(path).st_gid != gid:
+                os.chown(path, -1, gid)
             st = os.stat(directory)
             if st.st_uid == os.getuid() and not st.st_mode & stat.S_IWOTH \
                     and not st.st_mode & stat.S_IXOTH:
                 if st.st_gid != gid:
                     os.chown(directory, -1, gid)
-                os.chmod(directory, stat.S_IMODE(st.st_mode) | stat.S_IXGRP)
+                if not st.st_mode & stat.S_IXGRP:
+                    os.chmod(directory, stat.S_IMODE(st.st_mode) | stat.S_IXGRP)
         os.chmod(path, mode)
     except OSError as e:
         server.close()

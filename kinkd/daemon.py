@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import os
 import signal
 import socket
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,7 +29,7 @@ from isakmp.kernel.statefile import read_state, write_state
 from isakmp.plugin import KeyExchangeEngine
 from isakmp.sadb import SAState
 from kink.engine import api
-from kinkd import __version__, control, lend, metrics
+from kinkd import __version__, control, lend, metrics, sdnotify
 from kinkd import config as cfgmod
 from kinkd.logs import enabled as log_enabled
 from kinkd.logs import log
@@ -157,6 +159,10 @@ class Daemon:
         local = next((ep.host for ep in d.listen if ep.host not in ("0.0.0.0", "::")), None)
         engine = Engine(self.config, epoch=self.epoch, acceptor=self.acceptor,
                         local_address=local)
+        if self.config.ike_peers:  # IKEv1 peers too: both key exchanges behind one face
+            from kinkd.hosting import Hosted
+
+            engine = Hosted(engine, self.config)
         if not isinstance(engine, KeyExchangeEngine):  # pragma: no cover - a plugin bug
             raise TypeError(f"{type(engine).__name__} is not a KeyExchangeEngine")
         self.engine = engine
@@ -192,6 +198,8 @@ class Daemon:
         await self.loop.run_in_executor(None, self._build_engine)
         for ep in d.listen:
             await self._listen(ep)
+        for host, port in sorted(getattr(self.engine, "ike_endpoints", ())):  # IKEv1
+            await self._listen(cfgmod.Endpoint(host, port))
         self.control_server = await control.serve(d.control_socket, d.control_mode, self._control,
                                                   group=d.control_group)
         if d.metrics_listen:
@@ -217,6 +225,13 @@ class Daemon:
         # most of the heap and full collections dominated the CPU per SA).
         gc.collect()
         gc.freeze()
+        # systemd (Type=notify): sockets bound, keytab credentials loaded, engine started
+        sdnotify.ready(self._status_line())
+
+    def _status_line(self) -> str:
+        d = self.config.daemon
+        return (f"running: {len(self.config.peers)} peers, listening on "
+                f"{', '.join(str(e) for e in d.listen)}, backend {self.backend_name}")
 
     def _after_restart(self, previous: dict) -> None:
         """We had SA state before this start. Our epoch is new, so peers drop the SAs they
@@ -632,7 +647,8 @@ class Daemon:
             else:
                 state = "unknown"
             epochs = st.get("epochs") or {}
-            out.append({"name": st["name"], "address": st["address"], "principal": st["principal"],
+            out.append({"name": st["name"], "exchange": st.get("exchange", "kink"),
+                        "address": st["address"], "principal": st["principal"],
                         "state": state, "epoch": next(iter(epochs.values()), None) if epochs else None,
                         "epochs": epochs, "last_heard": st.get("last_heard"),
                         "clock_offset": st.get("clock_offset"), "sas": st.get("sas", 0),
@@ -664,16 +680,50 @@ class Daemon:
         if show and not self.is_admin(uid):
             raise control.ControlError("--show-keys is only allowed for root or the admin group")
         meta = self.engine.sa_meta
-        return {"sas": [sa_json(sa, show, meta(sa.id)) for sa in self.engine.sas()]}
+        out = [sa_json(sa, show, meta(sa.id), self._exchange(sa)) for sa in self.engine.sas()]
+        traffic = self._kernel_traffic()
+        if traffic is not None:
+            for sa, js in zip(self.engine.sas(), out, strict=True):
+                js["traffic"] = traffic(sa)
+        return {"sas": out}
+
+    def _kernel_traffic(self) -> Callable[[Any], dict] | None:
+        """Per-SA kernel counters (xfrm backend with kernel SAs; else None): a function of
+        an SA pair giving ``{"in": {...}, "out": {...}}`` (None for a direction the kernel
+        does not hold)."""
+        if self.xfrm is None or self.kernel_note is not None:
+            return None
+        try:
+            counters = self.xfrm.traffic()
+        except Exception as e:  # noqa: BLE001 - counters are informational
+            log("warning", "kernel-counters", f"cannot read the kernel's SA counters: {e}")
+            return None
+
+        def of(sa: Any) -> dict:
+            res = {}
+            for direction in ("in", "out"):
+                try:
+                    key = self.xfrm.traffic_key(sa, direction)
+                except Exception:  # noqa: BLE001 - an SA of a peer removed by a reload
+                    key = None
+                c = counters.get(key) if key is not None else None
+                res[direction] = None if c is None else {
+                    "bytes": c.bytes, "packets": c.packets, "replay": c.replay,
+                    "integrity_failed": c.integrity_failed}
+            return res
+        return of
 
     async def _cmd_up(self, args: dict, uid: int | None) -> dict:
         peer, child = args.get("peer"), args.get("child")
-        p = self.config.peer(peer) if isinstance(peer, str) else None
+        p = self._any_peer(peer)
         if p is None:
             raise control.ControlError(f"no peer named {peer!r} in the configuration")
         if child is not None and p.child(child) is None:
             raise control.ControlError(f"peer {peer!r} has no child named {child!r}")
         user = None
+        if isinstance(p, cfgmod.IkePeerConfig) and (args.get("as_user") or not self.is_admin(uid)):
+            raise control.ControlError(f"up: IKEv1 peer {peer!r} is brought up in the daemon's "
+                                       "name only (root or the admin group)")
         if args.get("as_user"):
             user = self._lent_user(args.get("ticket"), p, uid)
         elif not self.is_admin(uid):
@@ -709,8 +759,22 @@ class Daemon:
         failed = [r for r in results if not r["ok"]]
         if failed:
             raise control.ControlError("; ".join(f"{r['child']}: {r['message']}" for r in failed))
-        return {"established": results, "sas": [sa_json(sa, False, self.engine.sa_meta(sa.id)) for sa in self.engine.sas()
-                                                 if sa.peer == peer and sa.child in children]}
+        return {"established": results,
+                "sas": [sa_json(sa, False, self.engine.sa_meta(sa.id), self._exchange(sa))
+                        for sa in self.engine.sas() if sa.peer == peer and sa.child in children]}
+
+    def _exchange(self, sa: Any) -> str:
+        of = getattr(self.engine, "exchange_of", None)
+        return of(sa) if of is not None else "kink"
+
+    def _any_peer(self, name: Any) -> Any:
+        """The KINK or IKEv1 peer named ``name`` (None when there is none)."""
+        if not isinstance(name, str):
+            return None
+        p = self.config.peer(name)
+        if p is None:
+            p = next((q for q in self.config.ike_peers if q.name == name), None)
+        return p
 
     def _lent_user(self, ticket: Any, p: Any, uid: int | None) -> lend.UserCreds:
         """Take the service ticket a user lends for peer ``p`` (kinit-then-connect)."""
@@ -735,9 +799,12 @@ class Daemon:
 
     async def _cmd_down(self, args: dict, uid: int | None) -> dict:
         peer, child = args.get("peer"), args.get("child")
-        p = self.config.peer(peer) if isinstance(peer, str) else None
+        p = self._any_peer(peer)
         if p is None:
             raise control.ControlError(f"no peer named {peer!r} in the configuration")
+        if isinstance(p, cfgmod.IkePeerConfig) and not self.is_admin(uid):
+            raise control.ControlError(f"down: the SAs of IKEv1 peer {peer!r} are deleted by "
+                                       "root or the admin group only")
         meta = self.engine.sa_meta
         before = [sa for sa in self.engine.sas() if sa.peer == peer and (child is None or sa.child == child)]
         select = None
@@ -854,6 +921,20 @@ class Daemon:
     async def reload(self) -> dict:
         if not self.config_path:
             raise control.ControlError("started without a config file: nothing to reload")
+        sdnotify.reloading(f"reloading {self.config_path}")
+        status = self._status_line()
+        try:
+            result = await self._reload()
+            status = self._status_line()
+            return result
+        except control.ControlError as e:
+            # still running with the previous configuration: ready again, saying why
+            status += f"; last reload refused: {str(e).removeprefix('reload refused ')}"
+            raise
+        finally:
+            sdnotify.ready(status)  # after RELOADING=1, in every case
+
+    async def _reload(self) -> dict:
         path = self.config_path
         try:
             # as strict as start-up (the keytab is read): off the loop, it touches files
@@ -876,6 +957,10 @@ class Daemon:
             if getattr(self.config.daemon, key) != getattr(new.daemon, key):
                 changes.append(f"daemon.{key} changed: needs a restart (kept the old value)")
         new = _keep_restart_only(self.config, new)
+        if bool(new.ike_peers) != hasattr(self.engine, "ike"):
+            changes.append("IKEv1 peers added or all removed: needs a restart (IKEv1 peers "
+                           "kept as they were)")
+            new = dataclasses.replace(new, ike_peers=self.config.ike_peers)
         effects = self.engine.reconfigure(new, self.now())  # raises: nothing changed yet
         self.config = new
         self._apply(effects)
@@ -904,9 +989,21 @@ class Daemon:
             by_state[getattr(sa.state, "name", str(sa.state)).lower()] += 1
         for st, n in by_state.items():
             gauges[metrics.gauge_key("kinkd_sas", {"state": st})] = ("SAs by state", {"state": st}, n)
-        gauges["kinkd_peers"] = ("Configured peers", {}, len(self.config.peers))
+        gauges["kinkd_peers"] = ("Configured peers", {},
+                                 len(self.config.peers) + len(self.config.ike_peers))
         gauges["kinkd_kdc_requests_in_flight"] = ("KDC requests in flight", {}, self.kdc_inflight)
         gauges["kinkd_uptime_seconds"] = ("Seconds since start", {}, round(time.time() - self.started, 3))
+        traffic = self._kernel_traffic()
+        if traffic is not None:  # sums over the SAs held now (SAs come and go: gauges)
+            sums: dict[tuple[str, str], int] = defaultdict(int)
+            for sa in self.engine.sas():
+                for direction, c in traffic(sa).items():
+                    for k in ("bytes", "packets", "integrity_failed", "replay"):
+                        sums[(k, direction)] += c[k] if c else 0
+            for (k, direction), v in sorted(sums.items()):
+                name = f"kinkd_kernel_sa_{k}"
+                gauges[metrics.gauge_key(name, {"direction": direction})] = (
+                    f"{k.replace('_', ' ')} of the kernel SAs held now", {"direction": direction}, v)
         return metrics.render(self.engine.stats, gauges,
                               {"kinkd_kdc_request_seconds": ("KDC request latency", self.kdc_latency)})
 
@@ -932,6 +1029,7 @@ class Daemon:
             self._apply(self.engine.shutdown(self.now(), delete_sas=True))
             return
         delete = self.config.daemon.on_shutdown == "delete"
+        sdnotify.stopping("stopping: deleting SAs with the peers" if delete else "stopping")
         log("info", "stopping", f"signal {signal.Signals(sig).name}" if sig else "stop requested",
             delete_sas=delete)
         self.shutdown_done = self.loop.create_future()
@@ -976,7 +1074,7 @@ class Daemon:
         log("info", "stopped", "kinkd stopped")
 
 
-def sa_json(sa: Any, show_keys: bool, meta: Any = None) -> dict:
+def sa_json(sa: Any, show_keys: bool, meta: Any = None, exchange: str = "kink") -> dict:
     def hx(v):
         return None if v is None else f"0x{int(v):08x}"
 
@@ -984,6 +1082,7 @@ def sa_json(sa: Any, show_keys: bool, meta: Any = None) -> dict:
     sel = sa.selectors
     out = {
         "peer": sa.peer,
+        "exchange": exchange,
         "child": sa.child,
         "protocol": proto,
         "spi_in": hx(sa.spi_in),
@@ -1061,6 +1160,7 @@ async def run(config: cfgmod.Config, config_path: str | None) -> int:
         reason = getattr(e, "reason", None)  # a CredentialsError names what is wrong
         log("error", "start-failed", str(e) if reason else f"{type(e).__name__}: {e}",
             reason=reason)
+        sdnotify.status(f"start failed: {str(e) if reason else f'{type(e).__name__}: {e}'}")
         with contextlib.suppress(Exception):
             await daemon.close()
         return 1

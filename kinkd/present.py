@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ikev1.engine import IsakmpSADeleted, IsakmpSAEstablished
 from isakmp.doi import NotifyType
 from isakmp.errors import notify_reason
 from isakmp.events import (
@@ -64,6 +65,10 @@ _FAILURES: dict[str, Callable[[str], str]] = {
     "sadb": lambda d: f"cannot install: {d}",
     "u2u-denied": lambda d: "peer refuses user-to-user (U2UDENIED)" + (f"; {d}" if d else ""),
     "reconfigured": lambda d: d or "configuration changed",
+    # IKEv1 (ikev1.engine): what we found ourselves
+    "psk-mismatch": lambda d: f"pre-shared key mismatch: {d}",
+    "id-mismatch": lambda d: f"identity mismatch: {d}",
+    "invalid-ke": lambda d: f"bad Diffie-Hellman public value: {d}",
 }
 
 
@@ -231,6 +236,18 @@ def _shutdown_done(e: ShutdownDone) -> Presented:
             "given up", {"answered": e.answered, "given_up": e.given_up, "sas": e.sas})
 
 
+def _isakmp_established(e: IsakmpSAEstablished) -> Presented:
+    nat = ", UDP-encapsulated (NAT-T)" if e.nat else ""
+    return ("info", f"ISAKMP SA with {e.remote_id} established as {e.role}{nat}",
+            {"role": str(e.role), "remote_id": e.remote_id, "cookies": e.cookies,
+             "nat": e.nat})
+
+
+def _isakmp_deleted(e: IsakmpSADeleted) -> Presented:
+    return ("info", f"ISAKMP SA {e.cookies} removed: {e.reason}",
+            {"cookies": e.cookies, "reason": e.reason})
+
+
 def _internal_error(e: InternalError) -> Presented:
     return "error", f"internal error in {e.where}: {e.detail}", {}
 
@@ -253,6 +270,8 @@ _PRESENT: dict[type, Callable[[Any], Presented]] = {
     StatusDone: _status_done,
     ShutdownDone: _shutdown_done,
     InternalError: _internal_error,
+    IsakmpSAEstablished: _isakmp_established,
+    IsakmpSADeleted: _isakmp_deleted,
 }
 
 
@@ -262,7 +281,7 @@ _FIXED_LEVEL: dict[type, str] = {
     SAEstablished: "info", SADeleted: "info", SASuperseded: "info", DeleteStarted: "info",
     RekeySkipped: "warning", RequestRefused: "warning", PeerRebooted: "warning",
     PeerDead: "warning", PeerAlive: "info", DeleteDone: "info", ShutdownDone: "info",
-    InternalError: "error",
+    InternalError: "error", IsakmpSAEstablished: "info", IsakmpSADeleted: "info",
 }
 
 

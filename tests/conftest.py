@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +76,36 @@ def container_realm(tmp_path_factory):
 @pytest.fixture(params=["native", pytest.param("container", marks=pytest.mark.container)])
 def any_realm(request):
     return request.getfixturevalue("realm" if request.param == "native" else "container_realm")
+
+
+# --- install guard (tests/test_install_guard.py): programs the session runs ------------
+
+def pytest_configure(config):
+    if os.environ.get("KINKD_INSTALL_GUARD", "1") == "0":
+        return
+    from tests.support import installguard
+
+    log = Path(tempfile.mkdtemp(prefix="kinkd-execlog-")) / "exec.jsonl"
+    installguard.start_recording(log)
+    config._kinkd_exec_log = log
+
+
+def pytest_sessionfinish(session, exitstatus):
+    log = getattr(session.config, "_kinkd_exec_log", None)
+    if log is None or not log.exists():
+        return
+    from tests.support import installguard
+
+    problems = installguard.check_recorded(installguard.read_log(log))
+    session.config._kinkd_guard_problems = problems
+    if problems and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    shutil.rmtree(log.parent, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    problems = getattr(config, "_kinkd_guard_problems", None)
+    if problems:
+        terminalreporter.section("install guard: FAILED", sep="=", red=True, bold=True)
+        for p in problems:
+            terminalreporter.line(f"- {p}")

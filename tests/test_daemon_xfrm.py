@@ -81,8 +81,8 @@ def bed(ns, tmp_path):
         realmlib.down(realm)
 
 
-def test_trap_policy_acquire_starts_create(bed):
-    ns, realm, n1, n2 = bed
+def configure_trap(realm, n1, n2):
+    """h1: xfrm backend, a trap child towards 198.19.2.0/24 behind h2 (tunnel mode)."""
     child1 = {"name": "app", "local_ts": ["dynamic"], "remote_ts": ["198.19.2.0/24[udp/5555]"],
               "esp_proposals": ["aes128gcm16"], "start": "trap", "mode": "tunnel"}
     child2 = {"name": "app", "local_ts": ["198.19.2.0/24[udp/5555]"], "remote_ts": ["dynamic"],
@@ -92,6 +92,31 @@ def test_trap_policy_acquire_starts_create(bed):
                  daemon_extra='backend = "xfrm"\non_shutdown = "delete"')
     write_config(n2, [{"name": "host1", "address": f"198.18.0.1:{PORT}",
                        "principal": realm.service(H1), "child": [child2]}])
+
+
+def send_to_trap(ns: str) -> None:
+    """One UDP packet matching the trap: the kernel emits ACQUIRE."""
+    sh(ns, sys.executable, "-c",
+       "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+       "s.bind(('198.18.0.1', 0))\n"
+       "try:\n s.sendto(b'hello', ('198.19.2.7', 5555))\nexcept OSError:\n pass\n")
+
+
+def wait_sas(n1, n2, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    s1 = s2 = []
+    while time.monotonic() < deadline:
+        s1 = n1.ctl_json("sas")["sas"]
+        s2 = n2.ctl_json("sas")["sas"]
+        if s1 and s2:
+            break
+        time.sleep(0.1)
+    return s1, s2
+
+
+def test_trap_policy_acquire_starts_create(bed):
+    ns, realm, n1, n2 = bed
+    configure_trap(realm, n1, n2)
     n2.start()
     n1.start()
     # the kernel refuses ESP SAs here: the daemon says so clearly, once, at start-up
@@ -104,18 +129,8 @@ def test_trap_policy_acquire_starts_create(bed):
     assert "dir out" in pol and "dir in" in pol and "proto esp" in pol
     assert n1.ctl_json("sas")["sas"] == []
     # one UDP packet matching the trap: the kernel emits ACQUIRE, kinkd negotiates
-    sh(ns, sys.executable, "-c",
-       "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-       "s.bind(('198.18.0.1', 0))\n"
-       "try:\n s.sendto(b'hello', ('198.19.2.7', 5555))\nexcept OSError:\n pass\n")
-    deadline = time.monotonic() + 15
-    s1 = s2 = []
-    while time.monotonic() < deadline:
-        s1 = n1.ctl_json("sas")["sas"]
-        s2 = n2.ctl_json("sas")["sas"]
-        if s1 and s2:
-            break
-        time.sleep(0.1)
+    send_to_trap(ns)
+    s1, s2 = wait_sas(n1, n2)
     assert s1 and s2, n1.log()[-3000:]
     assert s1[0]["spi_in"] == s2[0]["spi_out"] and s1[0]["spi_out"] == s2[0]["spi_in"]
     assert s1[0]["child"] == "app" and s1[0]["transform"] == "aes128gcm16"
@@ -151,3 +166,27 @@ def test_kink_messages_bypass_a_child_covering_all_traffic(bed):
     assert n1.ctl("down", "host2", check=False, timeout=30).returncode == 0
     assert n1.stop() == 0 and n2.stop() == 0
     assert "socket" not in sh(ns, "ip", "xfrm", "policy").stdout
+
+
+def test_xfrm_daemon_runs_within_the_units_sandbox(bed, tmp_path):
+    """The xfrm backend (netlink, policies, ACQUIRE, shutdown with DELETE) traced, with the
+    unit's capabilities only (CAP_NET_ADMIN, CAP_NET_BIND_SERVICE for port 910): every
+    system call, socket family, /proc and /dev path passes conf/kinkd.service's sandbox
+    (see tests/test_systemd.py)."""
+    from tests.test_systemd import _analyze, _strace, sandbox_problems, stop_traced, unit_privileges
+
+    exe, strace = _analyze(), _strace()
+    ns, realm, n1, n2 = bed
+    configure_trap(realm, n1, n2)
+    trace = tmp_path / "strace.log"
+    n1.wrap = [*n1.wrap, *unit_privileges(), strace, "-f", "-qq", "-o", str(trace), "--"]
+    n2.start()
+    n1.start()
+    send_to_trap(ns)
+    s1, s2 = wait_sas(n1, n2)
+    assert s1 and s2, n1.log()[-3000:]
+    assert stop_traced(n1) == 0
+    text = trace.read_text()
+    assert "AF_NETLINK" in text
+    problems = sandbox_problems(text, exe)
+    assert not problems, "\n".join(problems[:40])

@@ -25,7 +25,10 @@ def test_fuzz_smoke_every_target():
     assert time.monotonic() - started < 20
     assert h.n == 7000
     kinds = {k.split(":")[0] for k in h.outcomes}
-    assert {"wire", "isakmp", "krb", "engine", "reply", "signed", "signed-reply"} <= kinds
+    assert {"wire", "isakmp", "krb", "engine", "reply", "signed", "signed-reply", "ikev1",
+            "ikev1-signed"} <= kinds
+    # protected IKEv1 input got past HASH and decryption into Quick Mode and Informational
+    assert any(k.startswith("ikev1-signed:") and "quick_mode.re" in k for k in h.outcomes)
     # fuzzed input got past the Kerberos checks into ISAKMP handling and policy
     notifies = tuple(f"signed:errors.sent.{notify_reason(n)}" for n in NotifyType)
     assert any(k.startswith(notifies) for k in h.outcomes), h.outcomes

@@ -566,3 +566,28 @@ def test_public_api_exports():
         "UnknownPayload",
     ):
         assert hasattr(isakmp, name)
+
+
+def test_transform_copy_is_independent_and_keeps_the_wire_form():
+    from isakmp import (
+        Attribute,
+        Proposal,
+        SecurityAssociation,
+        Transform,
+        decode_payloads,
+        encode_payloads,
+    )
+
+    sa = SecurityAssociation([Proposal(1, 3, b"\x00\x00\x01\x00",
+                                       [Transform(1, 12, [Attribute(1, 1), Attribute(2, 3600)])])])
+    t, b = encode_payloads([sa])
+    [back] = decode_payloads(t, b)
+    orig = back.proposals[0].transforms[0]
+    c = orig.copy()
+    assert c == orig and c.wire_key() == orig.wire_key() and c is not orig
+    assert encode_payloads([SecurityAssociation([Proposal(1, 3, b"\x00\x00\x01\x00", [c])])]) == (t, b)
+    c.attributes.append(Attribute(4, 1))  # changing the copy leaves the original alone
+    assert len(orig.attributes) == 2 and c != orig
+    d = orig.copy()  # a copy of a transform whose attributes were looked at
+    d.attributes[0] = Attribute(1, 2)
+    assert orig.attributes[0] == Attribute(1, 1)

@@ -391,3 +391,57 @@ def test_unknown_attribute_makes_transform_unacceptable():
     )
     with pytest.raises(NoProposalChosen):
         select(offer, parse_proposals("aes128-sha1"), LOWER)
+
+
+# --- SelectionCache: memoized selection answers exactly like select() ---------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from isakmp.proposals import SelectionCache  # noqa: E402
+
+_WORDS = ["aes128gcm16", "aes256gcm16", "aes128-sha1", "aes256-sha256", "aes128-sha256-modp2048",
+          "aes128-aes256-sha1", "3des-sha1"]
+
+
+def _sel_view(sel):
+    return (sel.proposal_number, sel.life_seconds, sel.life_kilobytes, sel.lowered,
+            sel.responder_lifetime, sel.optimistic, sel.pfs_group,
+            [(c.protocol_id, c.proposal.spi, c.transform, c.reply_transform, c.params)
+             for c in sel.chosen], encode_payloads([sel.reply_sa(RSPIS)]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(offer=st.lists(st.sampled_from(_WORDS), min_size=1, max_size=3, unique=True),
+       local=st.lists(st.sampled_from(_WORDS), min_size=1, max_size=3, unique=True),
+       life=st.sampled_from([None, 600, 86400]), spis=st.lists(
+           st.integers(256, 2**32 - 1), min_size=3, max_size=3),
+       caps=st.sampled_from([LOWER, ECHO]))
+def test_selection_cache_answers_like_select(offer, local, life, spis, caps):
+    policy = parse_proposals(",".join(local), lifetime_seconds=3600)
+    cache = SelectionCache(capacity=4)
+    for spi in spis:  # the same offer with another SPI each time: a hit after the first
+        o = roundtrip(build_offer(parse_proposals(",".join(offer), lifetime_seconds=life),
+                                  {ESP: spi, AH: spi}))
+        try:
+            want = select(o, policy, caps)
+        except NoProposalChosen:
+            with pytest.raises(NoProposalChosen):
+                cache.select(o, policy, caps)
+            continue
+        got = cache.select(o, policy, caps)
+        assert _sel_view(got) == _sel_view(want)
+        assert got.chosen[0].proposal.spi == spi.to_bytes(4, "big")  # this offer's SPI
+
+
+def test_selection_cache_hits_per_policy_and_is_bounded():
+    cache = SelectionCache(capacity=2)
+    p1, p2 = parse_proposals("aes128gcm16"), parse_proposals("aes128gcm16", lifetime_seconds=60)
+    for spi in (0x1000, 0x2000):
+        cache.select(build_offer(parse_proposals("aes128gcm16"), {ESP: spi}), p1, LOWER)
+    assert (cache.hits, cache.misses) == (1, 1)
+    sel = cache.select(build_offer(parse_proposals("aes128gcm16"), {ESP: 0x3000}), p2, LOWER)
+    assert cache.misses == 2 and sel.life_seconds == 60  # another policy: its own answer
+    cache.select(build_offer(parse_proposals("aes256gcm16"), {ESP: 0x4000}),
+                 parse_proposals("aes256gcm16"), LOWER)
+    assert len(cache._entries) == 2

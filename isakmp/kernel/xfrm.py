@@ -421,6 +421,17 @@ class LifetimeCur:
 
 
 @dataclass(frozen=True, slots=True)
+class SATraffic:
+    """What went through one kernel SA: octets and packets (``lifetime_cur``), packets
+    dropped as replays and for a failed integrity check (``xfrm_stats``)."""
+
+    bytes: int = 0
+    packets: int = 0
+    replay: int = 0
+    integrity_failed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Algorithm:
     """One algorithm attribute. ``kind``: crypt / auth / auth_trunc / aead / comp.
 
@@ -1401,6 +1412,25 @@ class XfrmBackend:
     def remove(self, sa: SARecord, direction: str, *, addresses: SAAddresses | None = None) -> None:
         """Apply an engine ``RemoveSA(sa, direction)`` effect."""
         self.delete(sa, inbound=direction == "in", outbound=direction == "out", addresses=addresses)
+
+    def traffic(self) -> dict[tuple[Address, int, int], SATraffic]:
+        """The kernel's counters of every SA in this namespace (one netlink dump), by
+        (destination address, protocol, SPI): what ``kinkctl sas`` and the metrics show."""
+        out: dict[tuple[Address, int, int], SATraffic] = {}
+        for info in self.nl.dump_sas():
+            cur = info.current
+            out[(info.daddr, info.proto, info.spi)] = SATraffic(
+                cur.bytes, cur.packets, info.stats[1], info.stats[2])
+        return out
+
+    def traffic_key(self, sa: SARecord, direction: str, *,
+                    addresses: SAAddresses | None = None) -> tuple[Address, int, int] | None:
+        """The :meth:`traffic` key of one direction of an SA pair (None: no SPI yet)."""
+        ep = self._endpoints(sa, addresses)
+        spi = sa.spi_in if direction == "in" else sa.spi_out
+        if spi is None:
+            return None
+        return (ep.local if direction == "in" else ep.remote, int(sa.protocol), int(spi))
 
     def _supported_proto(self, proto: int) -> bool:
         s = self.support

@@ -22,6 +22,7 @@ from isakmp.events import (
     StateChanged,
 )
 from isakmp.policy import ChildConfig, child_policy
+from isakmp.proposals import SelectionCache
 from isakmp.ratelimit import RateLimiter
 from isakmp.replycache import ReplyCache
 from isakmp.sadb import SADB
@@ -109,6 +110,8 @@ class EngineCore:
         self._by_host: dict[str, list[PeerState]] = {}
         self._by_principal: dict[str, list[PeerState]] = {}
         self._policies: dict[tuple[str, str], Any] = {}
+        #: responder: proposal selection memoized per (policy, offer without SPIs)
+        self._selections = SelectionCache()
         self._child_cfg: dict[tuple[str, str], ChildConfig] = {}
         # (peer, local host, remote host) -> (children, compile_children(...))
         self._compiled: dict[tuple, tuple] = {}

@@ -73,7 +73,6 @@ from isakmp.proposals import (
     describe_policy,
     optimistic_proposals,
     parse_transform,
-    select,
     validate_answer,
 )
 from isakmp.sadb import Lifetime, SadbError, SAState, randomized_lifetime
@@ -467,7 +466,7 @@ class CreateMixin(TransactionsMixin):
                           f"{remote_ts} <-> {local_ts}"), False, None
         policy = self._policies[(peer.name, child.name)]
         try:
-            sel = select(sa, policy, KINK_CAPABILITIES)
+            sel = self._selections.select(sa, policy, KINK_CAPABILITIES)
             c = sel.chosen[0]
             proto = c.protocol_id
             if len(sel.chosen) != 1 or proto not in (_ESP, _AH):

@@ -21,6 +21,12 @@ Targets (each may raise only its typed errors; anything else is a crash):
                   fresh AP-REQ, a valid Cksum and KINK_ENCRYPT (so it gets past Kerberos
                   and reaches ISAKMP decoding, policy and proposal selection)
 ``engine-signed-reply``  the same for the REPLY the initiator waits for (valid AP-REP)
+``ikev1``         IkeV1Engine.receive of a responder with an established ISAKMP SA (raw
+                  datagrams from its peer's address: Main Mode, Quick Mode, Informational)
+``ikev1-signed``  the fuzz input as the protected payload chain (first byte: its first
+                  payload type) of a Quick Mode or Informational message with a valid HASH,
+                  encrypted under the ISAKMP SA (so it reaches payload decoding, selectors,
+                  proposal selection, DELETE and notify handling)
 
 For the engine targets ``receive()`` must not raise and ``stats["errors.internal"]`` must
 stay 0 (the engine catches everything, so an internal error is the crash signal).
@@ -61,7 +67,7 @@ R_PRINC = "kink/responder.fuzz.test@FUZZ.TEST"
 I_PRINC = "kink/initiator.fuzz.test@FUZZ.TEST"
 R_ADDR, I_ADDR = ("192.0.2.2", 910), ("192.0.2.1", 910)
 TARGETS = ("wire", "isakmp", "krb", "engine", "engine-reply", "engine-signed",
-           "engine-signed-reply")
+           "engine-signed-reply", "ikev1", "ikev1-signed")
 REBUILD_EVERY = 2000  # fresh engines every N engine inputs: state and time stay bounded
 
 
@@ -246,6 +252,92 @@ class World:
         return pend
 
 
+class IkeWorld:
+    """Two IKEv1 engines (ecp256) with an established ISAKMP SA and one child SA; ``seeds``:
+    every datagram of that Main Mode + Quick Mode and of a DELETE."""
+
+    I_IP, R_IP = "192.0.2.11", "192.0.2.12"
+
+    def __init__(self, seed: int):
+        from ikev1.engine import EngineConfig, IkeV1Engine, PeerConfig
+        from isakmp.events import Send
+        from isakmp.policy import ChildConfig
+        from isakmp.selectors import parse_selector
+
+        def child(a, b):
+            return ChildConfig("c", (parse_selector(a),), (parse_selector(b),),
+                               esp_proposals=("aes128-sha256", "aes256-sha256-ecp256"))
+
+        psk = b"fuzz pre-shared key"
+        ike = ("aes128-sha256-ecp256",)
+        self.ei = IkeV1Engine(EngineConfig(self.I_IP, (PeerConfig(
+            "r", self.R_IP, psk, ike, (child("10.1.0.0/16", "10.2.0.0/16"),)),)),
+            rng=random.Random(seed))
+        self.er = IkeV1Engine(EngineConfig(self.R_IP, (PeerConfig(
+            "i", self.I_IP, psk, ike, (child("10.2.0.0/16", "10.1.0.0/16"),)),),
+            max_half_open=64), rng=random.Random(seed + 1))
+        self.seeds: list[bytes] = []
+        engines = {self.I_IP: self.ei, self.R_IP: self.er}
+        todo = [e for e in self.ei.initiate("r", "c", NOW) if type(e) is Send]
+        while todo:
+            e = todo.pop(0)
+            self.seeds.append(e.data)
+            todo += [x for x in engines[e.addr[0]].receive(e.data, e.local, NOW, local=e.addr)
+                     if type(x) is Send]
+        self.seeds += [e.data for e in self.ei.rekey("r", "c", NOW) if type(e) is Send]
+        self.sa = self.er.isakmp_sa("i")
+        if self.sa is None or len(self.er.sas()) != 1:  # pragma: no cover - a harness bug
+            raise RuntimeError("IKEv1 fuzz world: the seed exchange failed")
+        self.chains = self._chains()
+
+    def _chains(self) -> list[bytes]:
+        """Protected chains (first payload type + octets after HASH): the rekey's Quick
+        Mode message 1 (never delivered), a DELETE, R-U-THERE and INITIAL-CONTACT."""
+        from ikev1 import crypto
+        from ikev1.engine import _chain_end
+        from isakmp.doi import NotifyType, ProtocolId
+        from isakmp.message import Message
+        from isakmp.payloads import Delete, Notification, encode_payloads
+
+        sa, out = self.sa, []
+        m = Message.decode(self.seeds[-1])
+        pt = crypto.cbc_decrypt(sa.keys.enc_key, crypto.phase2_iv(sa.params, sa.last_p1,
+                                                                   m.message_id),
+                                m.encrypted_body)
+        hlen = int.from_bytes(pt[2:4], "big")
+        end = hlen + _chain_end(pt[0], pt[hlen:])
+        out.append(bytes([pt[0]]) + pt[hlen:end])
+        spi = self.er.sas()[0].spi_out.to_bytes(4, "big")
+        for pls in ([Delete(ProtocolId.ESP, [spi])],
+                    [Delete(ProtocolId.ISAKMP, [sa.cky_i + sa.cky_r], 16)],
+                    [Notification(NotifyType.R_U_THERE, ProtocolId.ISAKMP, sa.cky_i + sa.cky_r,
+                                  b"\0\0\0\1")],
+                    [Notification(NotifyType.NO_PROPOSAL_CHOSEN, ProtocolId.ESP, spi)]):
+            first, chain = encode_payloads(pls)
+            out.append(bytes([first]) + chain)
+        return out
+
+    def protected(self, data: bytes, rng: random.Random) -> bytes:
+        """``data`` (first octet: first payload type) as the HASH-protected, encrypted body
+        of a Quick Mode or Informational message on the ISAKMP SA."""
+        from ikev1 import crypto
+        from isakmp.doi import FLAG_ENCRYPTION, ExchangeType, PayloadType
+        from isakmp.message import Message
+        from isakmp.payloads import Hash
+
+        sa = self.sa
+        first, chain = (data[0], data[1:]) if data else (0, b"")
+        mid = rng.getrandbits(32) | 1
+        h = crypto.prf(sa.params, sa.keys.skeyid_a, mid.to_bytes(4, "big") + chain)
+        body = Hash(h).encode(first) + chain
+        iv = crypto.phase2_iv(sa.params, sa.last_p1, mid)
+        # an SA first: Quick Mode message 1; anything else: Informational
+        xchg = ExchangeType.QUICK_MODE if first == 1 else ExchangeType.INFORMATIONAL
+        return Message(sa.cky_i, sa.cky_r, xchg, [], FLAG_ENCRYPTION, mid,
+                       encrypted_body=crypto.cbc_encrypt(sa.keys.enc_key, iv, body),
+                       next_payload=PayloadType.HASH).encode()
+
+
 # --- targets -------------------------------------------------------------------------------
 
 
@@ -257,6 +349,16 @@ class Harness:
         self.engine_inputs = 0
         self.outcomes: dict[str, int] = {}
         self.n = 0
+        self._ike: IkeWorld | None = None
+        self.ike_inputs = 0
+
+    @property
+    def ike(self) -> IkeWorld:
+        if self._ike is None or self.ike_inputs >= REBUILD_EVERY or \
+                self._ike.er.isakmp_sa("i") is None:  # a fuzzed DELETE took the SA away
+            self._ike = IkeWorld(self.seed + self.n)
+            self.ike_inputs = 0
+        return self._ike
 
     def _note(self, key: str) -> bool:
         new = key not in self.outcomes
@@ -414,7 +516,32 @@ class Harness:
             del w.pending[xid]
         return new
 
+    def _ike_receive(self, data: bytes, tag: str) -> bool:
+        from isakmp.events import InternalError
+
+        w = self.ike
+        self.ike_inputs += 1
+        before = dict(w.er.stats)
+        out = w.er.receive(data, (IkeWorld.I_IP, 500), NOW + 1 + self.n * 1e-4,
+                           local=(IkeWorld.R_IP, 500))
+        bad = [e for e in out if type(e) is InternalError]
+        if bad:
+            raise Crash(f"{tag}: engine internal error: {bad}")
+        changed = sorted(k for k, v in w.er.stats.items() if v != before.get(k, 0))
+        return self._note(tag + ":" + ",".join(changed))
+
+    def t_ikev1(self, data: bytes) -> bool:
+        return self._ike_receive(data, "ikev1")
+
+    def t_ikev1_signed(self, data: bytes) -> bool:
+        w = self.ike
+        return self._ike_receive(w.protected(data, random.Random(self.n)), "ikev1-signed")
+
     def seeds_for(self, target: str) -> list[bytes]:
+        if target == "ikev1":
+            return list(self.ike.seeds)
+        if target == "ikev1-signed":
+            return list(self.ike.chains)
         s = self.world.seeds
         if target in ("wire", "engine"):
             return s["command"] + s["reply"]
