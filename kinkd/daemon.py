@@ -120,6 +120,7 @@ class Daemon:
         self.ticket_expiry: float | None = None
         self.backend_name = config.daemon.backend
         self.xfrm = None
+        self.held_policies: set[tuple[str, str]] = set()
         #: the key exchange hosted (KINK); the daemon drives it only through the shape
         #: ``isakmp.plugin.KeyExchangeEngine`` plus KINK's credential effects
         self.engine: KeyExchangeEngine | None = None
@@ -308,6 +309,8 @@ class Daemon:
     # --- applying effects -----------------------------------------------------------------
 
     def _apply(self, effects: list, arm: bool = True) -> None:
+        if self.xfrm is not None:
+            self._hold_policies(effects)
         for e in effects:
             t = type(e)
             if t is api.Send:
@@ -485,6 +488,7 @@ class Daemon:
     def _start_xfrm(self) -> None:
         """Install the trap policies (start = "trap") and listen for ACQUIRE/EXPIRE."""
         self.policies: set[tuple[str, str]] = set()
+        self.held_policies: set[tuple[str, str]] = set()
         for peer in self.config.peers:
             for child in peer.children:
                 if (child.start or peer.start) == "trap":
@@ -517,6 +521,60 @@ class Daemon:
         log("info", "policy-installed", "kernel policies installed", peer=p.name, child=c.name,
             trap=(c.start or p.start) == "trap")
 
+    #: SAs that end without anyone deciding it: their child's policies stay
+    HOLD_REASONS = frozenset({"expired", "peer dead", "peer rebooted"})
+
+    def _hold_policies(self, effects: list) -> None:
+        """Fail closed: a child whose SAs ended without anyone deciding it (expired without
+        a successful rekey, the peer dead or rebooted) keeps its policies, so its traffic
+        is held back and makes the kernel ACQUIRE a new negotiation instead of leaving in
+        cleartext. Only a deliberate end releases them: ``kinkctl down``, the peer's
+        DELETE, a reload that removes the child, the daemon's stop. (The real-kernel bed
+        found the leak: after a hard byte expiry with the peer frozen, datagrams went out
+        in the clear.)"""
+        for e in effects:
+            if type(e) is api.SADeleted:
+                key = (e.sa.peer, e.sa.child)
+                if e.reason in self.HOLD_REASONS:
+                    self.held_policies.add(key)
+                elif e.reason == "deleted by peer":
+                    self.held_policies.discard(key)
+
+    def _release_policies(self, peer_name: str, child_name: str | None) -> None:
+        """``kinkctl down``: the held policies of the peer's (or one) child go."""
+        for key in [k for k in self.held_policies
+                    if k[0] == peer_name and child_name in (None, k[1])]:
+            self.held_policies.discard(key)
+            self._drop_policy_if_unused(*key)
+
+    def _reload_policies(self, old: cfgmod.Config, new: cfgmod.Config) -> None:
+        """After a reload: the policies of children that are gone, or whose selectors, mode,
+        protocol or start changed, leave the kernel (removed with the old definition);
+        those still needed come back as the new configuration says (trap policies now,
+        the others with their next SA)."""
+        def shape(cfg: cfgmod.Config, key: tuple[str, str]):
+            p = cfg.peer(key[0])
+            c = p.child(key[1]) if p else None
+            if c is None:
+                return None
+            return (self._child_selectors(p, c), c.mode, bool(c.esp_proposals),
+                    (c.start or p.start) == "trap", p, c)
+
+        for key in list(self.policies):
+            before, after = shape(old, key), shape(new, key)
+            if before is None or (after is not None and after[:4] == before[:4]):
+                continue
+            with contextlib.suppress(Exception):
+                self.xfrm.remove_policy(before[5].name, before[0])
+            self.policies.discard(key)
+            self.held_policies.discard(key)
+        live = {(sa.peer, sa.child) for sa in self.engine.sas()}
+        for peer in new.peers:
+            for child in peer.children:
+                key = (peer.name, child.name)
+                if (child.start or peer.start) == "trap" or key in live:
+                    self._ensure_policy(*key)
+
     def _drop_policy_if_unused(self, peer_name: str, child_name: str) -> None:
         p = self.config.peer(peer_name)
         c = p.child(child_name) if p else None
@@ -524,6 +582,8 @@ class Daemon:
             return
         if (c.start or p.start) == "trap":
             return  # trap policies stay: they start the next negotiation
+        if (peer_name, child_name) in self.held_policies:
+            return  # expired without a successor: fail closed (see _hold_policies)
         if any(sa.peer == peer_name and sa.child == child_name for sa in self.engine.sas()):
             return
         with contextlib.suppress(Exception):
@@ -538,6 +598,7 @@ class Daemon:
                 with contextlib.suppress(Exception):
                     self.xfrm.remove_policy(c.name, self._child_selectors(p, c))
         self.policies = set()
+        self.held_policies = set()
 
     def _sa_addresses(self, sa):
         from isakmp.kernel.xfrm import SAAddresses
@@ -578,6 +639,7 @@ class Daemon:
                 log("debug", "acquire", "kernel ACQUIRE", peer=ev.peer, child=ev.child)
                 self._apply(self.engine.acquire(ev, self.now()))
             elif isinstance(ev, ExpireEvent):
+                self.engine.stats.inc("kernel.expires-hard" if ev.hard else "kernel.expires-soft")
                 self._apply(self.engine.kernel_expire(ev.spi, ev.hard, self.now(), inbound=ev.inbound))
             else:
                 self.engine.stats.inc("kernel.events-lost")
@@ -821,6 +883,8 @@ class Daemon:
         fut = self.loop.create_future()
         self.down_waiters[peer].append(fut)
         self._apply(self.engine.delete(peer, child, self.now(), select=select))
+        if self.xfrm is not None and self.is_admin(uid):
+            self._release_policies(peer, child)
         if args.get("wait", True) and before:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(fut, float(args.get("timeout", 30)))
@@ -962,8 +1026,11 @@ class Daemon:
                            "kept as they were)")
             new = dataclasses.replace(new, ike_peers=self.config.ike_peers)
         effects = self.engine.reconfigure(new, self.now())  # raises: nothing changed yet
+        old = self.config
         self.config = new
         self._apply(effects)
+        if self.xfrm is not None:
+            self._reload_policies(old, new)
         log("info", "reloaded", "configuration reloaded", file=self.config_path,
             changes="; ".join(changes) or "none")
         return {"changes": changes, "warnings": [str(w) for w in new.warnings]}

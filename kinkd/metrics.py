@@ -71,7 +71,8 @@ def _known_counters() -> tuple[str, ...]:
     names += ["negotiations.responded", "negotiations.retried.no-ke", "rekeys.skipped",
               "refused.half-open-limit", "refused.wrong-address", "rate-limited.known-ticket",
               "acquires", "acquires.unmatched", "kernel_expire.unknown", "errors.internal",
-              "kernel.acquires", "kernel.events-lost", "socket.errors", "sas.expired",
+              "kernel.acquires", "kernel.expires-soft", "kernel.expires-hard",
+              "kernel.events-lost", "socket.errors", "sas.expired",
               "sas.superseded", "collisions"]
     names += [f"dropped.{r}" for r in drops]
     names += [f"negotiations.failed.{r}" for r in failures]

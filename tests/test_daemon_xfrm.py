@@ -190,3 +190,33 @@ def test_xfrm_daemon_runs_within_the_units_sandbox(bed, tmp_path):
     assert "AF_NETLINK" in text
     problems = sandbox_problems(text, exe)
     assert not problems, "\n".join(problems[:40])
+
+
+def test_reload_moves_the_kernel_policies(bed):
+    """A reload that removes a trap child takes its policies out of the kernel; one that
+    adds a trap child (or changes a child's selectors) installs the new ones. Before,
+    a removed child's policies stayed in the kernel until the daemon stopped."""
+    ns, realm, n1, n2 = bed
+    configure_trap(realm, n1, n2)
+    n1.start()
+    pol = sh(ns, "ip", "xfrm", "policy").stdout
+    assert "dst 198.19.2.0/24" in pol, pol
+
+    def rewrite(children):
+        write_config(n1, [{"name": "host2", "address": f"198.18.0.2:{PORT}",
+                           "principal": realm.service(H2), "child": children}],
+                     daemon_extra='backend = "xfrm"')
+        n1.ctl("reload")
+        return sh(ns, "ip", "xfrm", "policy").stdout
+
+    other = {"name": "other", "local_ts": ["dynamic"], "remote_ts": ["198.19.3.0/24"],
+             "esp_proposals": ["aes128gcm16"], "start": "trap", "mode": "tunnel"}
+    pol = rewrite([other])
+    assert "198.19.2.0/24" not in pol and "dst 198.19.3.0/24" in pol, pol
+    moved = dict(other, remote_ts=["198.19.4.0/24"])
+    pol = rewrite([moved])
+    assert "198.19.3.0/24" not in pol and "dst 198.19.4.0/24" in pol, pol
+    pol = rewrite([dict(moved, start="none")])
+    assert "198.19.4.0/24" not in pol, pol
+    assert n1.stop() == 0
+    assert sh(ns, "ip", "xfrm", "policy").stdout == ""

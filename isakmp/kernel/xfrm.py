@@ -1430,7 +1430,10 @@ class XfrmBackend:
         spi = sa.spi_in if direction == "in" else sa.spi_out
         if spi is None:
             return None
-        return (ep.local if direction == "in" else ep.remote, int(sa.protocol), int(spi))
+        # the dump's keys: an ipaddress object (SAAddresses may hold text) and the IP
+        # protocol number (50 for ESP, not ISAKMP's protocol ID 3)
+        addr = ipaddress.ip_address(str(ep.local if direction == "in" else ep.remote))
+        return (addr, _PROTO_OF[ProtocolId(sa.protocol)], int(spi))
 
     def _supported_proto(self, proto: int) -> bool:
         s = self.support
