@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # Every program, charon plugin and Python module the tests and the demo use must come from
 # here or pyproject.toml: tests/test_install_guard.py fails the suite otherwise.
 APT_PACKAGES := krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc python3-dev python3-venv \
-	podman runc debootstrap tshark wireshark-common nftables iproute2 procps \
+	podman runc debootstrap tshark wireshark-common tcpdump nftables iproute2 procps \
 	strongswan-charon strongswan-swanctl strongswan-libcharon libstrongswan \
 	libcharon-extra-plugins libstrongswan-standard-plugins \
 	groff-base man-db systemd strace
@@ -29,7 +29,7 @@ test: deps
 # (ESP/XFRM as modules) once under QEMU and runs the suite inside; the host's own boot is
 # not touched. The guest's output streams here; console.log, the pcaps and figures.jsonl
 # stay in build/test-kernel/.
-KERNEL_APT_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static tcpdump
+KERNEL_APT_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static
 KERNEL_TIMEOUT ?= 1500
 test-kernel: deps
 	@$(MAKE) --no-print-directory apt APT_PACKAGES="$(KERNEL_APT_PACKAGES)"

@@ -88,6 +88,15 @@ class Pair:
         for n in (self.n1, self.n2):
             n.directory.mkdir(exist_ok=True)
         self.helpers: list[subprocess.Popen] = []
+        # the namespaces live for the session: the kernel's error counters are compared
+        # with their values at the start of the test
+        self.stat_base = {ns: packets.xfrm_stat(ns) for ns in (self.ns1, self.ns2)}
+
+    def kernel_errors(self, ns: str, allow: tuple[str, ...] = ("XfrmOutNoStates",)) -> dict:
+        """The /proc/net/xfrm_stat counters of ``ns`` that rose during this test."""
+        base = self.stat_base[ns]
+        return {k: v - base.get(k, 0) for k, v in packets.xfrm_stat(ns).items()
+                if v != base.get(k, 0) and k not in allow}
 
     def configure(self, child: dict, *, child2: dict | None = None, v6: bool = False,
                   daemon_extra: str = "", timers: str = "") -> None:

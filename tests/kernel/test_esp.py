@@ -67,8 +67,7 @@ def _check_flow(pair, s1: dict, name: str, *, to: str, src: str | None = None,
         for sa in k.values():
             assert sa.integrity_failed == 0 and sa.replay == 0, sa.text
     for ns in (pair.ns1, pair.ns2):
-        st = packets.xfrm_stat(ns)
-        bad = {k: v for k, v in st.items() if v and k not in ("XfrmOutNoStates",)}
+        bad = pair.kernel_errors(ns)
         assert not bad, (ns, bad)
     return {"udp": udp, "icmp": icmp, "esp_frames": dict(seen), "kernel_packets_out": sent}
 

@@ -4,7 +4,10 @@
 * ``udp --to ADDR --port P --count N [--rate R] [--until-file F]``: send N datagrams at
   R per second to the echo server (or until F exists), print
   ``{"sent": N, "received": M, "lost": [...]}``;
-* ``ping --to ADDR --count N``: ICMP/ICMPv6 echo over a raw socket, same JSON.
+* ``ping --to ADDR --count N``: ICMP/ICMPv6 echo over a raw socket, same JSON;
+* ``forge-esp --to ADDR --spi SPI --count N``: N ESP packets with that SPI and random
+  contents (an attacker's or a corrupted packet), sent in the clear past this host's own
+  IPsec policies (a per-socket bypass, as kinkd's own sockets have).
 
 Each datagram carries a sequence number and the payload marker, so a capture can be
 searched for the cleartext.
@@ -128,9 +131,23 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
+def forge_esp(to: str, spi: int, count: int, seq: int) -> dict:
+    """ESP packets that can only fail the receiver's integrity check (RFC 4303 header,
+    then 64 random octets: IV, ciphertext and ICV of no key)."""
+    from isakmp.kernel.xfrm import bypass_socket
+
+    s = socket.socket(_family(to), socket.SOCK_RAW, 50)
+    bypass_socket(s)
+    for i in range(count):
+        s.sendto(struct.pack("!II", spi, seq + i) + os.urandom(64), (to, 0))
+    return {"sent": count, "spi": spi, "first_seq": seq}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=("echo", "udp", "ping"))
+    ap.add_argument("mode", choices=("echo", "udp", "ping", "forge-esp"))
+    ap.add_argument("--spi", type=lambda v: int(v, 0), help="forge-esp: the SPI")
+    ap.add_argument("--seq", type=int, default=1 << 20, help="forge-esp: first sequence number")
     ap.add_argument("--to")
     ap.add_argument("--src", help="source address to bind")
     ap.add_argument("--until-file", help="udp: stop sending once this file exists")
@@ -144,7 +161,9 @@ def main() -> int:
     if a.mode == "echo":
         echo(a.port, socket.AF_INET6 if a.family == 6 else socket.AF_INET)
         return 0
-    if a.mode == "udp":
+    if a.mode == "forge-esp":
+        out = forge_esp(a.to, a.spi, a.count, a.seq)
+    elif a.mode == "udp":
         out = udp(a.to, a.port, a.count, a.rate, a.payload, a.wait, a.src, a.until_file)
     else:
         out = ping(a.to, a.count, a.rate, a.payload, a.wait, a.src)

@@ -60,6 +60,7 @@ PROGRAMS: dict[str, str] = {
     "tshark": "dissects captures (test_isakmp_tshark.py, test_pcap.py)",
     "dumpcap": "live captures (test_pcap.py, scripts/demo.py)",
     "editcap": "pcap -> pcapng (test_dump.py)",
+    "tcpdump": "captures on the wire of the real-kernel bed (tests/kernel/packets.py)",
     "kinit": "user tickets and the KDC probe (tests/realm.py, krb5-testrealm/realm)",
     "klist": "credential caches (tests, scripts/demo.py)",
     "krb5kdc": "the native test KDC (krb5-testrealm/realm)",
