@@ -12,6 +12,7 @@
 #   FRESH_CACHE=/var/tmp/kinkd-fresh   rootfs tarball cache (delete it to rebuild)
 #   FRESH_KEEP=1                       keep the work directory (clone, logs, podman store)
 #   PYTEST_ARGS=...                    passed to `make test` inside (e.g. "-k guard")
+#   FRESH_TARGETS="test test-kernel"   the make targets run inside (default: test)
 #   SHARED=/path/to/shared             default: ../shared next to the repository
 #   FRESH_CA=/path/bundle.crt          CA bundle for HTTPS inside (default: $PIP_CERT or
 #                                      $SSL_CERT_FILE when set: a site whose HTTPS goes
@@ -22,7 +23,7 @@
 # --runtime=runc, host network and lowered ulimits (what works on this kind of
 # host). Podman inside the container (tests/test_testrealm.py, container realm
 # tests) uses its own store on a host directory and cgroupfs: there is no systemd
-# inside. Exit status: that of `make test`.
+# inside. Exit status: that of the (last failing) make target.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -93,7 +94,9 @@ mkdir -p /etc/containers
 printf '[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n' \
   >/etc/containers/containers.conf
 cd /src/kinkd
-make test PYTEST_ARGS="$PYTEST_ARGS"
+for target in $FRESH_TARGETS; do
+  make "$target" PYTEST_ARGS="$PYTEST_ARGS"
+done
 EOF
 )
 
@@ -116,12 +119,12 @@ podman run --rm --privileged --runtime=runc --network=host "${ULIMITS[@]}" \
   --name "kinkd-fresh-$$" \
   -v "$WORK/src:/src" -v "$SHARED:/src/shared:ro" \
   -v "$WORK/containers:/var/lib/containers" \
-  -e PYTEST_ARGS="${PYTEST_ARGS:-}" "${NET[@]}" \
+  -e PYTEST_ARGS="${PYTEST_ARGS:-}" -e FRESH_TARGETS="${FRESH_TARGETS:-test}" "${NET[@]}" \
   "$IMAGE" bash -c "$inner" 2>&1 | tee "$WORK/make-test.log"
 rc=${PIPESTATUS[0]}
 set -e
 end=$(date +%s)
-summary=$(grep -E '^=+ .*(passed|failed|error).* in [0-9.]+s' "$WORK/make-test.log" | tail -n1 || true)
-echo "== fresh-machine make test: exit $rc after $((end - start))s; ${summary:-no pytest summary}"
+summary=$(grep -E '(^=+ .*|^)[0-9]+ (passed|failed|error).* in [0-9.]+s' "$WORK/make-test.log" | tail -n1 || true)
+echo "== fresh-machine make ${FRESH_TARGETS:-test}: exit $rc after $((end - start))s; ${summary:-no pytest summary}"
 [ "${FRESH_KEEP:-0}" = 1 ] || cp "$WORK/make-test.log" "$CACHE/last-make-test.log"
 exit "$rc"
