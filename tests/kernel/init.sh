@@ -5,6 +5,8 @@
 # 2. mount the host's root (9p tag "hostroot", read-only) under a tmpfs overlay, so the
 #    guest sees the host's files (python, kinkd, krb5kdc, ip, /lib/modules) and may write
 #    anywhere (writes stay in the guest's memory);
+#    a working directory under /tmp or /run (kernel argument kinkd.expose=DIR) gets an
+#    overlay of its own there, above the guest's tmpfs;
 # 3. mount the exchange directory (9p tag "xfer", read-write) on /run/kvm-xfer: the
 #    command comes from there (cmd.sh), its output, exit status and timings go there;
 # 4. switch_root into the overlay (module autoload then uses the host's modprobe and
@@ -48,6 +50,16 @@ mount -t devpts devpts /newroot/dev/pts
 mount -t tmpfs tmpfs /newroot/dev/shm
 mount -t tmpfs -o mode=755 tmpfs /newroot/run
 mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp
+# a working directory under /tmp or /run (masked by the tmpfs above): its own overlay
+E=
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in kinkd.expose=*) E="${arg#kinkd.expose=}" ;; esac
+done
+if [ -n "$E" ]; then
+    mkdir -p /rw/expose/upper /rw/expose/work "/newroot$E"
+    mount -t overlay -o "lowerdir=/lower$E,upperdir=/rw/expose/upper,workdir=/rw/expose/work" \
+        overlay "/newroot$E" || fail "cannot show $E to the guest"
+fi
 mkdir -p "$X"
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 xfer "$X" \
     || fail "cannot mount the exchange directory (9p tag xfer)"

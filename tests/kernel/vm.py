@@ -50,6 +50,9 @@ BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox")
 # modules the initramfs loads itself (their dependencies are added from modules.dep)
 BOOT_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay")
 GUEST_XFER = "/run/kvm-xfer"
+# the guest mounts its own tmpfs on these: a working directory below one of them (a clone
+# in /tmp) is shown to the guest by an overlay of its own (kernel argument kinkd.expose)
+MASKED = ("/tmp", "/run")
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kinkd-vm"
 CMDLINE = ("console=ttyS0 quiet loglevel=4 panic=-1 edd=off mitigations=off cryptomgr.notests "
            "i8042.noaux i8042.nokbd i8042.nopnp tsc=reliable no_timer_check")
@@ -248,14 +251,23 @@ def run(cmd: list[str], *, timeout: float = 900, xfer: Path | None = None,
     for name in env_names:
         if name in os.environ:
             env[name] = os.environ[name]
-    (x / "cmd.sh").write_text(_command_script(cmd, os.getcwd(), env))
+    cwd = os.getcwd()
+    (x / "cmd.sh").write_text(_command_script(cmd, cwd, env))
+    cmdline = CMDLINE
+    if any(cwd == m or cwd.startswith(m + "/") for m in MASKED):
+        # the guest has its own tmpfs there: show it this directory (init.sh overlays it)
+        if any(ch.isspace() for ch in cwd):
+            print(f"kinkd-vm: cannot run: the working directory {cwd!r} is under "
+                  f"{'/'.join(MASKED)} and contains white space", file=sys.stderr)
+            return 125
+        cmdline += f" kinkd.expose={cwd}"
     accel = os.environ.get("KINKD_VM_ACCEL", "tcg")
     acc = ["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else [
         "-accel", "tcg,thread=multi", "-cpu", "max"]
     argv = [
         qemu, *acc, "-machine", "pc", "-smp", str(smp), "-m", mem,
         "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-nic", "none",
-        "-no-reboot", "-kernel", str(kernel), "-initrd", str(initrd), "-append", CMDLINE,
+        "-no-reboot", "-kernel", str(kernel), "-initrd", str(initrd), "-append", cmdline,
         "-fsdev", "local,id=root,path=/,security_model=none,readonly=on,multidevs=remap",
         "-device", "virtio-9p-pci,fsdev=root,mount_tag=hostroot",
         "-fsdev", f"local,id=xfer,path={x},security_model=none,multidevs=remap",
