@@ -220,3 +220,36 @@ def test_reload_moves_the_kernel_policies(bed):
     assert "198.19.4.0/24" not in pol, pol
     assert n1.stop() == 0
     assert sh(ns, "ip", "xfrm", "policy").stdout == ""
+
+
+def test_policies_fail_closed_when_the_peer_dies(bed):
+    """A child brought up by `kinkctl up` whose peer dies (DPD: no answer to STATUS) loses
+    its SAs but keeps its kernel policies, so its traffic cannot leave in the clear; the
+    policies go with `kinkctl down`. (Before: removed with the SAs; the real-kernel bed
+    saw the cleartext, tests/kernel/test_lifecycle.py.)"""
+    ns, realm, n1, n2 = bed
+    child1 = {"name": "app", "local_ts": ["dynamic"], "remote_ts": ["198.19.2.0/24[udp/5555]"],
+              "esp_proposals": ["aes128gcm16"], "mode": "tunnel"}
+    child2 = {"name": "app", "local_ts": ["198.19.2.0/24[udp/5555]"], "remote_ts": ["dynamic"],
+              "esp_proposals": ["aes128gcm16"], "mode": "tunnel"}
+    write_config(n1, [{"name": "host2", "address": f"198.18.0.2:{PORT}", "dpd": "1s",
+                       "principal": realm.service(H2), "child": [child1]}],
+                 daemon_extra='backend = "xfrm"')
+    write_config(n2, [{"name": "host1", "address": f"198.18.0.1:{PORT}",
+                       "principal": realm.service(H1), "child": [child2]}])
+    n2.start()
+    n1.start()
+    assert "198.19.2.0/24" not in sh(ns, "ip", "xfrm", "policy").stdout  # not a trap child
+    n1.ctl("up", "host2")
+    assert "dst 198.19.2.0/24" in sh(ns, "ip", "xfrm", "policy").stdout
+    n2.proc.kill()
+    n2.proc.wait()
+    deadline = time.monotonic() + 30
+    while n1.ctl_json("sas")["sas"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert n1.ctl_json("sas")["sas"] == [], n1.log()[-2000:]
+    assert "peer-dead" in n1.log()
+    assert "dst 198.19.2.0/24" in sh(ns, "ip", "xfrm", "policy").stdout  # held: fail closed
+    n1.ctl("down", "host2")
+    assert "198.19.2.0/24" not in sh(ns, "ip", "xfrm", "policy").stdout
+    assert n1.stop() == 0
