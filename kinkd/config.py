@@ -767,30 +767,8 @@ def _peer(c: _Ctx, t: dict, path: str, daemon: DaemonConfig) -> PeerConfig | Non
         prf = c.get(t, path, "prf", str, default="rfc3961")
         if prf not in ("rfc3961", "library"):
             raise c.fail(f"{path}.prf", f"unknown PRF reading {prf!r} (rfc3961 or library)")
-    dpd: float | None = 30.0
-    with c.check():
-        dpd_v = c.get(t, path, "dpd", (str, int, float, bool), default="30s")
-        if dpd_v is False or dpd_v in ("off", "0", 0):
-            dpd = None
-        elif dpd_v is True:
-            dpd = 30.0
-        else:
-            dpd = c.convert(f"{path}.dpd", parse_duration, dpd_v)
-    children_t = c.opt(t, path, "child", list, default=[])
-    children = []
-    cnames: set[str] = set()
-    for j, ct in enumerate(children_t):
-        cpath = f"{path}.child[{j}]"
-        if not isinstance(ct, dict):
-            c.error(cpath, "expected a table ([[peer.child]])")
-            continue
-        child = _child(c, ct, cpath, daemon, address)
-        if child is None:
-            continue
-        if child.name in cnames:
-            c.error(f"{cpath}.name", f"duplicate child name {child.name!r} in peer {name!r}")
-        cnames.add(child.name)
-        children.append(child)
+    dpd = _dpd(c, t, path)
+    children = _children(c, t, path, daemon, address, name)
     user_to_user = c.opt(t, path, "user_to_user", bool, default=False)
     encrypt = c.opt(t, path, "encrypt", bool, default=True)
     roam = c.opt(t, path, "roam", bool, default=False)
@@ -851,29 +829,8 @@ def _ike_peer(c: _Ctx, t: dict, path: str, daemon: DaemonConfig,
             raise c.fail(f"{path}.start", f"unknown value {start!r} (none, start or trap)")
         if start == "trap" and daemon.backend != "xfrm":
             raise c.fail(f"{path}.start", "\"trap\" needs backend = \"xfrm\" (the kernel reports the traffic)")
-    dpd: float | None = 30.0
-    with c.check():
-        dpd_v = c.get(t, path, "dpd", (str, int, float, bool), default="30s")
-        if dpd_v is False or dpd_v in ("off", "0", 0):
-            dpd = None
-        elif dpd_v is True:
-            dpd = 30.0
-        else:
-            dpd = c.convert(f"{path}.dpd", parse_duration, dpd_v)
-    children = []
-    cnames: set[str] = set()
-    for j, ct in enumerate(c.opt(t, path, "child", list, default=[])):
-        cpath = f"{path}.child[{j}]"
-        if not isinstance(ct, dict):
-            c.error(cpath, "expected a table ([[peer.child]])")
-            continue
-        child = _child(c, ct, cpath, daemon, address)
-        if child is None:
-            continue
-        if child.name in cnames:
-            c.error(f"{cpath}.name", f"duplicate child name {child.name!r} in peer {name!r}")
-        cnames.add(child.name)
-        children.append(child)
+    dpd = _dpd(c, t, path)
+    children = _children(c, t, path, daemon, address, name)
     if len(c.errors) > n_errors:
         return None
     return IkePeerConfig(name=name, address=address, psk_file=psk_file,
@@ -925,6 +882,37 @@ def _check_families(c: _Ctx, path: str, local_ts: tuple, remote_ts: tuple, mode:
 
 def _ts_text(ts: TrafficSelector, peer: Endpoint | None) -> str:
     return f"dynamic ({peer.host})" if ts.network is None and peer is not None else str(ts)
+
+
+def _dpd(c, t: dict, path: str) -> float | None:
+    """A peer's ``dpd``: a duration, or off (false, "off", 0); true means 30 s."""
+    with c.check():
+        v = c.get(t, path, "dpd", (str, int, float, bool), default="30s")
+        if v is False or v in ("off", "0", 0):
+            return None
+        if v is True:
+            return 30.0
+        return c.convert(f"{path}.dpd", parse_duration, v)
+    return 30.0
+
+
+def _children(c, t: dict, path: str, daemon, address, name: str) -> list:
+    """A peer's ``[[peer.child]]`` tables (KINK and IKEv1 peers alike), names unique."""
+    children = []
+    cnames: set[str] = set()
+    for j, ct in enumerate(c.opt(t, path, "child", list, default=[])):
+        cpath = f"{path}.child[{j}]"
+        if not isinstance(ct, dict):
+            c.error(cpath, "expected a table ([[peer.child]])")
+            continue
+        child = _child(c, ct, cpath, daemon, address)
+        if child is None:
+            continue
+        if child.name in cnames:
+            c.error(f"{cpath}.name", f"duplicate child name {child.name!r} in peer {name!r}")
+        cnames.add(child.name)
+        children.append(child)
+    return children
 
 
 def _child(c: _Ctx, t: dict, path: str, daemon: DaemonConfig, peer_address: Endpoint | None) -> ChildConfig | None:
