@@ -162,6 +162,9 @@ class PeerConfig:
     #: whose peer announced DPD; None: only answer the peer's
     dpd: float | None = None
     dpd_tries: int = 3  # unanswered R-U-THEREs (one per retry interval) before the peer is dead
+    #: force UDP encapsulation: our own NAT-D is a random hash, so both sides see a NAT
+    #: and float to 4500 (strongSwan's ``encap = yes``); needs the peer's NAT-T support
+    encap: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.psk, Secret):
@@ -887,8 +890,9 @@ class IkeV1Engine:
     def _nat_payloads(self, sa: IsakmpSA) -> list[Payload]:
         if not sa.natt:
             return []
-        return [NatD(_nat_hash(sa.params, sa.cky_i, sa.cky_r, sa.remote)),
-                NatD(_nat_hash(sa.params, sa.cky_i, sa.cky_r, sa.local))]
+        mine = (self.rng.randbytes(sa.params.hash_function(b"").digest_size)
+                if sa.peer.encap else _nat_hash(sa.params, sa.cky_i, sa.cky_r, sa.local))
+        return [NatD(_nat_hash(sa.params, sa.cky_i, sa.cky_r, sa.remote)), NatD(mine)]
 
     def _check_nat(self, sa: IsakmpSA, payloads: list) -> None:
         hashes = [p.hash for p in payloads if type(p) is NatD]
@@ -898,7 +902,8 @@ class IkeV1Engine:
         theirs = _nat_hash(sa.params, sa.cky_i, sa.cky_r, sa.remote)
         # the first NAT-D is the receiver's (our) address, the others the sender's
         sa.behind_nat = hashes[0] != mine
-        sa.nat = sa.behind_nat or theirs not in hashes[1:]
+        # forced encapsulation: our NAT-D is faked, the peer sees a NAT in front of us
+        sa.nat = sa.behind_nat or theirs not in hashes[1:] or sa.peer.encap
 
     def _on_main(self, sa: IsakmpSA, msg: Message, data: bytes, addr: tuple[str, int],
                  local: tuple[str, int], now: float, out: list) -> None:
@@ -1368,7 +1373,8 @@ class IkeV1Engine:
         secs, kbs = _responder_lifetime(pl, sel.life_seconds, sel.life_kilobytes)
         lifetime = Lifetime(hard_seconds=secs, hard_kilobytes=kbs,
                             soft_seconds=self._soft(qm.child, secs))
-        rec = self.children.add(PairMeta(sa.remote_id, self._local_id(sa), qm.ni),
+        rec = self.children.add(PairMeta(sa.remote_id, self._local_id(sa), qm.ni,
+                                         encap=self._encap(sa)),
                                 peer=sa.peer.name, child=qm.child.name, protocol=proto,
                                 spi_in=qm.spi, transform=keys.transform, mode=mode, now=now,
                                 lifetime=lifetime, initiator=True, spi_out=spi_r,
@@ -1381,6 +1387,12 @@ class IkeV1Engine:
             return None
         soft = min(float(child.rekey_time), hard * 0.9)
         return soft if 0 < soft < hard else None
+
+    @staticmethod
+    def _encap(sa: IsakmpSA) -> tuple[int, int] | None:
+        """The UDP ports a child's ESP travels between (NAT-T: ours and the peer's, as
+        the ISAKMP SA floated to them), None for plain ESP."""
+        return (sa.local[1], sa.remote[1]) if sa.nat else None
 
     def _local_id(self, sa: IsakmpSA) -> str:
         return sa.peer.local_id or self.config.local_address
@@ -1398,7 +1410,8 @@ class IkeV1Engine:
         c = sel.chosen[0]
         mode = c.params.mode if c.params.mode is not None else child_mode(qm.child)
         lifetime = Lifetime(hard_seconds=sel.life_seconds, hard_kilobytes=sel.life_kilobytes)
-        rec = self.children.add(PairMeta(sa.remote_id, sa.remote_id, qm.ni),
+        rec = self.children.add(PairMeta(sa.remote_id, sa.remote_id, qm.ni,
+                                         encap=self._encap(sa)),
                                 peer=sa.peer.name, child=qm.child.name,
                                 protocol=c.protocol_id, spi_in=qm.spi,
                                 transform=qm.keys.transform, mode=mode, now=now,

@@ -81,6 +81,9 @@ class PairMeta:
     #: identity of the user credentials it was negotiated with (persisted: after a
     #: restart the handle is gone, the owner is not)
     owner: str | None = None
+    #: UDP encapsulation (NAT traversal, RFC 3948): (our port, the peer's port) the pair's
+    #: ESP travels between, None for plain ESP (persisted: the kernel SAs need it)
+    encap: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = {
@@ -93,11 +96,19 @@ class PairMeta:
         }
         if self.owner is not None:
             d["user_principal"] = self.owner
+        if self.encap is not None:
+            d["encap"] = list(self.encap)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PairMeta:
         owner = d.get("user_principal")
+        encap = d.get("encap")
+        if encap is not None:
+            if (not isinstance(encap, list) or len(encap) != 2
+                    or not all(isinstance(p, int) and 0 < p < 65536 for p in encap)):
+                raise ValueError(f"bad encap ports {encap!r}")
+            encap = (encap[0], encap[1])
         return cls(
             str(d.get("remote_principal", "")),
             str(d.get("initiator_principal", "")),
@@ -107,6 +118,7 @@ class PairMeta:
             bool(d.get("out", True)),
             bool(d.get("deleting", False)),
             str(owner) if owner else None,
+            encap,
         )
 
     @property

@@ -138,6 +138,9 @@ class IkePeerConfig:
     children: tuple[ChildConfig, ...] = ()
     exchange: str = "ikev1"
     dpd: float | None = 30.0  # R-U-THERE (RFC 3706) after this long; None = only answer
+    #: force UDP encapsulation of ESP (NAT-T without a NAT: our NAT-D is faked, as
+    #: strongSwan's ``encap = yes``), for paths that pass UDP but drop ESP
+    encap: bool = False
 
     def child(self, name: str) -> ChildConfig | None:
         for c in self.children:
@@ -166,6 +169,15 @@ class Config:
 
     def peer(self, name: str) -> PeerConfig | None:
         for p in self.peers:
+            if p.name == name:
+                return p
+        return None
+
+    def any_peer(self, name: object) -> PeerConfig | IkePeerConfig | None:
+        """The KINK or IKEv1 peer named ``name`` (None when there is none)."""
+        if not isinstance(name, str):
+            return None
+        for p in (*self.peers, *self.ike_peers):
             if p.name == name:
                 return p
         return None
@@ -394,10 +406,10 @@ _LIMIT_KEYS = {"max_transactions", "max_peers", "max_sas", "unauth_rate", "unaut
                "max_sources", "max_half_open", "max_half_open_per_principal"}
 _PEER_KEYS = {"name", "address", "principal", "allow_principals", "start", "prf", "user_to_user",
               "encrypt", "dpd", "roam", "child", "exchange", "psk_file", "ike_proposals",
-              "local_id", "remote_id"}
+              "local_id", "remote_id", "encap"}
 #: keys of a KINK peer only / of an IKEv1 peer only
 _KINK_ONLY_KEYS = {"principal", "allow_principals", "prf", "user_to_user", "encrypt", "roam"}
-_IKE_ONLY_KEYS = {"psk_file", "ike_proposals", "local_id", "remote_id"}
+_IKE_ONLY_KEYS = {"psk_file", "ike_proposals", "local_id", "remote_id", "encap"}
 _CHILD_KEYS = {"name", "local_ts", "remote_ts", "mode", "esp_proposals", "ah_proposals",
                "lifetime", "rekey_time", "life_bytes", "start"}
 #: a child's ESP proposals when it names neither esp_proposals nor ah_proposals
@@ -461,9 +473,6 @@ def _config(c: _Ctx, data: dict, check_files: bool, check_keytab: bool) -> Confi
         names.add(peer.name)
         peers.append(peer)
     if any(isinstance(p, IkePeerConfig) for p in peers):
-        if daemon.backend == "xfrm":
-            c.error("daemon.backend", "IKEv1 peers need backend = \"memory\" for now (the "
-                                      "XFRM backend has no UDP-encapsulated SAs yet)")
         hosts = [ep.host for ep in (daemon.ike_listen or daemon.listen)]
         if not any(h not in ("0.0.0.0", "::") for h in hosts):
             c.error("daemon.ike_listen", "IKEv1 peers need a concrete local address (NAT "
@@ -830,13 +839,16 @@ def _ike_peer(c: _Ctx, t: dict, path: str, daemon: DaemonConfig,
         if start == "trap" and daemon.backend != "xfrm":
             raise c.fail(f"{path}.start", "\"trap\" needs backend = \"xfrm\" (the kernel reports the traffic)")
     dpd = _dpd(c, t, path)
+    encap = False
+    with c.check():
+        encap = c.get(t, path, "encap", bool, default=False)
     children = _children(c, t, path, daemon, address, name)
     if len(c.errors) > n_errors:
         return None
     return IkePeerConfig(name=name, address=address, psk_file=psk_file,
                          ike_proposals=tuple(proposals), local_id=ids.get("local_id"),
                          remote_id=ids.get("remote_id"), start=start,
-                         children=tuple(children), dpd=dpd)
+                         children=tuple(children), dpd=dpd, encap=encap)
 
 
 def _family(ts: TrafficSelector, peer: Endpoint | None) -> int | None:

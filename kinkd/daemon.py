@@ -247,13 +247,27 @@ class Daemon:
             log("warning", "state", f"previous state not usable: {e}",
                 file=self.config.daemon.state_file)
             return
+        old_sas = list(old.sas())
+        if previous.get("ikev1") and self.config.ike_peers:
+            # IKEv1 child SAs: gone with their ISAKMP SA (the new Main Mode tells the peer
+            # with INITIAL-CONTACT); their kernel SAs go here, as KINK's do
+            from ikev1.engine import IkeV1Engine
+            from kinkd.hosting import ike_engine_config
+
+            try:
+                old_ike = IkeV1Engine(ike_engine_config(self.config))
+                old_ike.import_state(previous["ikev1"], self.now())
+                old_sas += old_ike.sas()
+            except (ValueError, KeyError, TypeError, OSError) as e:
+                log("warning", "state", f"previous IKEv1 state not usable: {e}",
+                    file=self.config.daemon.state_file)
         again: set[tuple[str, str]] = set()
-        for sa in old.sas():
+        for sa in old_sas:
             if self.xfrm is not None and self.kernel_note is None:
                 for direction in api.Direction:
                     with contextlib.suppress(Exception):
                         self.xfrm.remove(sa, direction)
-            p = self.config.peer(sa.peer)
+            p = self.config.any_peer(sa.peer)
             if sa.initiator and p is not None and p.child(sa.child) is not None:
                 if (p.child(sa.child).start or p.start) != "start":  # "start" ones start anyway
                     again.add((sa.peer, sa.child))
@@ -261,7 +275,7 @@ class Daemon:
             self._apply(self.engine.initiate(peer, child, self.now()))
         log("info", "state-restored", "previous SA state found; renegotiating",
             file=self.config.daemon.state_file, old_epoch=previous.get("epoch"),
-            sas=len(old.sas()), renegotiating=len(again))
+            sas=len(old_sas), renegotiating=len(again))
 
     # --- datagrams ------------------------------------------------------------------------
 
@@ -275,6 +289,9 @@ class Daemon:
             sock.setblocking(False)
             if self.xfrm is not None:
                 self._bypass(sock, ep)
+                if (ep.host, ep.port) in getattr(self.engine, "ike_endpoints", ()) and \
+                        ep.port == 4500:  # NAT-T
+                    self._udp_encap(sock, ep)
             sock.bind((ep.host, ep.port))
             transport, _ = await self.loop.create_datagram_endpoint(
                 lambda: UdpEndpoint(self, ep, sock), sock=sock)
@@ -293,6 +310,17 @@ class Daemon:
         except OSError as e:
             log("warning", "bypass-failed", f"KINK socket {ep} not exempted from IPsec policies: "
                 f"{e}; children covering port {ep.port} may block KINK itself")
+
+    def _udp_encap(self, sock: socket.socket, ep: cfgmod.Endpoint) -> None:
+        """The NAT-T socket (4500) takes the kernel's ESP-in-UDP (RFC 3948): the kernel
+        decapsulates ESP arriving there for its SAs, IKE (non-ESP marker) reaches us."""
+        from isakmp.kernel.xfrm import set_udp_encap
+
+        try:
+            set_udp_encap(sock)
+        except OSError as e:
+            log("warning", "udp-encap-failed", f"IKE socket {ep}: no ESP-in-UDP ({e}); "
+                "UDP-encapsulated SAs (NAT traversal) will not receive traffic")
 
     def _transport_for(self, addr: api.Address, local: api.Address | None):
         fam6 = ":" in addr[0]
@@ -489,13 +517,14 @@ class Daemon:
         """Install the trap policies (start = "trap") and listen for ACQUIRE/EXPIRE."""
         self.policies: set[tuple[str, str]] = set()
         self.held_policies: set[tuple[str, str]] = set()
-        for peer in self.config.peers:
+        for peer in (*self.config.peers, *self.config.ike_peers):
             for child in peer.children:
                 if (child.start or peer.start) == "trap":
                     self._ensure_policy(peer.name, child.name)
         self.loop.add_reader(self.xfrm.fileno(), self._xfrm_events)
 
-    def _child_selectors(self, peer: cfgmod.PeerConfig, child: cfgmod.ChildConfig):
+    def _child_selectors(self, peer: cfgmod.PeerConfig | cfgmod.IkePeerConfig,
+                         child: cfgmod.ChildConfig):
         from isakmp.kernel.xfrm import ChildSelectors
 
         return ChildSelectors(self._local_address_for(peer), peer.address.host,
@@ -504,7 +533,7 @@ class Daemon:
     def _ensure_policy(self, peer_name: str, child_name: str) -> None:
         if (peer_name, child_name) in self.policies:
             return
-        p = self.config.peer(peer_name)
+        p = self.config.any_peer(peer_name)
         c = p.child(child_name) if p else None
         if c is None:
             return
@@ -553,7 +582,7 @@ class Daemon:
         those still needed come back as the new configuration says (trap policies now,
         the others with their next SA)."""
         def shape(cfg: cfgmod.Config, key: tuple[str, str]):
-            p = cfg.peer(key[0])
+            p = cfg.any_peer(key[0])
             c = p.child(key[1]) if p else None
             if c is None:
                 return None
@@ -569,14 +598,14 @@ class Daemon:
             self.policies.discard(key)
             self.held_policies.discard(key)
         live = {(sa.peer, sa.child) for sa in self.engine.sas()}
-        for peer in new.peers:
+        for peer in (*new.peers, *new.ike_peers):
             for child in peer.children:
                 key = (peer.name, child.name)
                 if (child.start or peer.start) == "trap" or key in live:
                     self._ensure_policy(*key)
 
     def _drop_policy_if_unused(self, peer_name: str, child_name: str) -> None:
-        p = self.config.peer(peer_name)
+        p = self.config.any_peer(peer_name)
         c = p.child(child_name) if p else None
         if (peer_name, child_name) not in self.policies or c is None:
             return
@@ -592,7 +621,7 @@ class Daemon:
 
     def _remove_all_policies(self) -> None:
         for peer_name, child_name in list(getattr(self, "policies", ())):
-            p = self.config.peer(peer_name)
+            p = self.config.any_peer(peer_name)
             c = p.child(child_name) if p else None
             if c is not None:
                 with contextlib.suppress(Exception):
@@ -603,15 +632,20 @@ class Daemon:
     def _sa_addresses(self, sa):
         from isakmp.kernel.xfrm import SAAddresses
 
-        p = self.config.peer(sa.peer)
+        p = self.config.any_peer(sa.peer)
         if p is None:
             raise ValueError(f"SA of unknown peer {sa.peer!r}")
-        return SAAddresses(self._local_address_for(p), p.address.host)
+        meta = self.engine.sa_meta(sa.id)  # UDP encapsulation (IKEv1 NAT-T): its ports
+        return SAAddresses(self._local_address_for(p), p.address.host,
+                           getattr(meta, "encap", None))
 
-    def _local_address_for(self, peer: cfgmod.PeerConfig) -> str:
-        """Our address towards PEER: a configured listen address of its family, else the route."""
+    def _local_address_for(self, peer: cfgmod.PeerConfig | cfgmod.IkePeerConfig) -> str:
+        """Our address towards PEER: a configured listen address of its family (for an
+        IKEv1 peer: of ``ike_listen``), else the route."""
         fam6 = ":" in peer.address.host
-        for ep in self.config.daemon.listen:
+        eps = (self.config.ike_listen() if isinstance(peer, cfgmod.IkePeerConfig)
+               else self.config.daemon.listen)
+        for ep in eps:
             if (":" in ep.host) == fam6 and ep.host not in ("0.0.0.0", "::"):
                 return ep.host
         fam = socket.AF_INET6 if fam6 else socket.AF_INET
@@ -831,12 +865,7 @@ class Daemon:
 
     def _any_peer(self, name: Any) -> Any:
         """The KINK or IKEv1 peer named ``name`` (None when there is none)."""
-        if not isinstance(name, str):
-            return None
-        p = self.config.peer(name)
-        if p is None:
-            p = next((q for q in self.config.ike_peers if q.name == name), None)
-        return p
+        return self.config.any_peer(name)
 
     def _lent_user(self, ticket: Any, p: Any, uid: int | None) -> lend.UserCreds:
         """Take the service ticket a user lends for peer ``p`` (kinit-then-connect)."""

@@ -47,7 +47,7 @@ def ike_engine_config(config: cfgmod.Config) -> EngineConfig:
     t = config.timers
     peers = tuple(
         PeerConfig(p.name, p.address.host, read_psk(p.psk_file), p.ike_proposals, p.children,
-                   p.local_id, p.remote_id, p.address.port, start=p.start, dpd=p.dpd)
+                   p.local_id, p.remote_id, p.address.port, start=p.start, dpd=p.dpd, encap=p.encap)
         for p in config.ike_peers)
     return EngineConfig(
         ike_local_address(config), peers,

@@ -68,6 +68,13 @@ def test_an_ikev1_peer_beside_a_kink_peer(psk):
                   check_files=False)  # no ike_proposals at all: the default
     assert plain.ike_peers[0].ike_proposals == ("aes128-sha256-modp2048",)
     assert loads(conf(psk, peer='dpd = "off"'), check_files=False).ike_peers[0].dpd is None
+    assert gw.encap is False
+    assert loads(conf(psk, peer="encap = true"), check_files=False).ike_peers[0].encap is True
+    assert c.any_peer("gw") is gw and c.any_peer("host2") is c.peers[0]
+    assert c.any_peer("nobody") is None and c.any_peer(None) is None
+    # the XFRM backend takes IKEv1 peers (UDP-encapsulated SAs for NAT-T), trap included
+    x = loads(conf(psk, extra='backend = "xfrm"\n', peer='start = "trap"'), check_files=False)
+    assert x.daemon.backend == "xfrm" and x.ike_peers[0].start == "trap"
 
 
 @pytest.mark.parametrize("peer,key,reason", [
@@ -76,6 +83,7 @@ def test_an_ikev1_peer_beside_a_kink_peer(psk):
     ('ike_proposals = []', "peer[1].ike_proposals", "at least one"),
     ('remote_id = ""', "peer[1].remote_id", "empty identity"),
     ('start = "trap"', "peer[1].start", "xfrm"),
+    ('encap = "yes"', "peer[1].encap", "true or false"),
 ])
 def test_ikev1_peer_errors(psk, peer, key, reason):
     with pytest.raises(ConfigError) as e:
@@ -95,6 +103,10 @@ def test_psk_file_checked_and_exchange_known(psk, tmp_path):
         loads(BASE + '[[peer]]\nname = "a"\naddress = "198.18.0.3"\n'
                      'principal = "kink/a@EXAMPLE"\npsk_file = "/x"\n', check_files=False)
     assert any(i.key == "peer[0].psk_file" and "IKEv1" in i.reason for i in e.value.errors)
+    with pytest.raises(ConfigError) as e:  # encap is IKEv1's (NAT-T)
+        loads(BASE + '[[peer]]\nname = "a"\naddress = "198.18.0.3"\n'
+                     'principal = "kink/a@EXAMPLE"\nencap = true\n', check_files=False)
+    assert any(i.key == "peer[0].encap" and "IKEv1" in i.reason for i in e.value.errors)
     with pytest.raises(ConfigError) as e:  # names are unique across exchanges
         loads(conf(psk).replace('name = "gw"', 'name = "host2"'), check_files=False)
     assert any("duplicate peer name" in i.reason for i in e.value.errors)

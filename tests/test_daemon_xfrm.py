@@ -253,3 +253,46 @@ def test_policies_fail_closed_when_the_peer_dies(bed):
     n1.ctl("down", "host2")
     assert "198.19.2.0/24" not in sh(ns, "ip", "xfrm", "policy").stdout
     assert n1.stop() == 0
+
+
+def test_ikev1_peer_on_the_xfrm_backend_trap_and_forced_encapsulation(bed, tmp_path):
+    """IKEv1 peers on the XFRM backend (issue 15): a trap child of an IKEv1 peer gets its
+    policies at start, the kernel's ACQUIRE starts Main + Quick Mode, and with ``encap =
+    true`` (no NAT here) the SAs are UDP-encapsulated. The IKE sockets (500 and 4500)
+    bypass the policies as KINK's does; everything leaves the kernel at the stop. (The
+    kernel here has no ESP: tests/kernel proves the ESP-in-UDP traffic in the VM.)"""
+    ns, realm, n1, n2 = bed
+    psk = tmp_path / "ike.psk"
+    psk.write_text("a pre-shared key for the xfrm test\n")
+    os.chmod(psk, 0o600)
+    child1 = {"name": "app", "local_ts": ["198.18.0.1/32"], "remote_ts": ["198.19.2.0/24"],
+              "esp_proposals": ["aes128gcm16"], "start": "trap", "mode": "tunnel"}
+    child2 = {"name": "app", "local_ts": ["198.19.2.0/24"], "remote_ts": ["198.18.0.1/32"],
+              "esp_proposals": ["aes128gcm16"], "mode": "tunnel"}
+    ike = {"exchange": "ikev1", "psk_file": str(psk), "ike_proposals": ["aes128-sha256-ecp256"]}
+    write_config(n1, [{"name": "gw", "address": "198.18.0.2", "encap": True, **ike,
+                       "child": [child1]}],
+                 daemon_extra='backend = "xfrm"\non_shutdown = "delete"')
+    write_config(n2, [{"name": "gw1", "address": "198.18.0.1", **ike, "child": [child2]}],
+                 daemon_extra='backend = "xfrm"')
+    n2.start()
+    n1.start()
+    pol = sh(ns, "ip", "xfrm", "policy").stdout
+    # KINK 910, IKE 500 and 4500 of both daemons: 6 sockets, each in and out
+    assert pol.count("socket in") == 6 and pol.count("socket out") == 6, pol
+    assert "src 198.18.0.1/32 dst 198.19.2.0/24" in pol and "mode tunnel" in pol
+    assert "tmpl src 198.18.0.1 dst 198.18.0.2" in pol
+    send_to_trap(ns)
+    s1, s2 = wait_sas(n1, n2, timeout=30)
+    assert s1 and s2, n1.log()[-3000:] + n2.log()[-2000:]
+    assert s1[0]["exchange"] == s2[0]["exchange"] == "ikev1"
+    assert s1[0]["spi_in"] == s2[0]["spi_out"] and s1[0]["spi_out"] == s2[0]["spi_in"]
+    assert s1[0]["mode"] == s2[0]["mode"] == "udp_encapsulated_tunnel", s1
+    assert json.loads(n1.ctl("stats", "--json").stdout)["counters"]["kernel.acquires"] >= 1
+    assert "kernel-install-failed" not in n1.log() + n2.log()
+    assert "udp-encap-failed" not in n1.log() + n2.log()
+    # the responder's policies came with its SAs
+    assert "src 198.19.2.0/24 dst 198.18.0.1/32" in sh(ns, "ip", "xfrm", "policy").stdout
+    assert n1.stop() == 0 and n2.stop() == 0
+    left = sh(ns, "ip", "xfrm", "policy").stdout
+    assert "198.19.2.0/24" not in left and "socket" not in left, left

@@ -260,6 +260,44 @@ def test_nat_traversal_floats_to_4500_with_marker(monkeypatch):
     assert int(ra.mode) == 3 == int(rb.mode) and ra.keys_in == rb.keys_out
 
 
+@pytest.mark.parametrize("side", ["initiator", "responder"])
+def test_forced_encapsulation_without_a_nat(side):
+    """``encap = true`` on either side: its NAT-D of itself is random, both sides see a
+    NAT, float to 4500 and negotiate UDP-encapsulated SAs whose ports the lifecycle keeps
+    (the kernel's SAs need them); the other side of a plain pair keeps plain ESP."""
+    from dataclasses import replace
+
+    ea, eb = pair(nat=True)
+
+    def forced(e, seed):
+        cfg = replace(e.config, peers=tuple(replace(p, encap=True) for p in e.config.peers))
+        return IkeV1Engine(cfg, rng=random.Random(seed))
+
+    if side == "initiator":
+        ea = forced(ea, 1)
+    else:
+        eb = forced(eb, 2)
+    net = established(ea, eb)
+    ports = [s.addr[1] for _, s in net.sent]
+    assert ports[:4] == [500] * 4 and set(ports[4:]) == {4500}
+    (ra,), (rb,) = ea.sas(), eb.sas()
+    assert int(ra.mode) == 4 == int(rb.mode)  # UDP-Encapsulated-Transport (RFC 3947)
+    assert ea.children.meta(ra.id).encap == (4500, 4500) == eb.children.meta(rb.id).encap
+    sa_a, sa_b = ea.isakmp_sa("b"), eb.isakmp_sa("a")
+    assert sa_a.nat and sa_b.nat and not sa_a.behind_nat and not sa_b.behind_nat
+    # persisted with the pair
+    state = ea.export_state(1.0)
+    again, _ = pair(nat=True)
+    again.import_state(state, 1.0)
+    (rc,) = again.sas()
+    assert again.children.meta(rc.id).encap == (4500, 4500)
+    # without it and without a NAT: plain ESP, no ports
+    ea, eb = pair(nat=True)
+    established(ea, eb)
+    (ra,) = ea.sas()
+    assert int(ra.mode) == 2 and ea.children.meta(ra.id).encap is None
+
+
 def _mutations(data: bytes, rng: random.Random, n: int):
     for _ in range(n):
         b = bytearray(data)

@@ -285,6 +285,62 @@ def test_port_blocks_examples() -> None:
     assert X.port_blocks(1000, 1002) == [(1000, 0xFFFE), (1002, 0xFFFF)]
 
 
+def _builder(addresses=None) -> XfrmBackend:
+    b = XfrmBackend.__new__(XfrmBackend)  # no sockets: only the pure builder
+    b._addresses = addresses
+    b.replay_window, b.kernel_soft_time, b.reqid_base = 32, False, 0x4B000000
+    b._reqids, b._reqid_owner = {}, {}
+    b.level, b.priority_base, b.max_policies_per_pair = "required", 100_000, 64
+    return b
+
+
+class _EncapTmpl(ctypes.Structure):  # include/uapi/linux/xfrm.h, laid out by the C compiler's rules
+    _fields_ = [("encap_type", ctypes.c_uint16), ("encap_sport", ctypes.c_uint16),
+                ("encap_dport", ctypes.c_uint16), ("encap_oa", ctypes.c_uint32 * 4)]
+
+
+@pytest.mark.parametrize("mode,xmode", [
+    (EncapsulationMode.UDP_ENCAPSULATED_TRANSPORT, X.XFRM_MODE_TRANSPORT),
+    (EncapsulationMode.UDP_ENCAPSULATED_TUNNEL, X.XFRM_MODE_TUNNEL),
+    (EncapsulationMode.UDP_ENCAPSULATED_TRANSPORT_DRAFT, X.XFRM_MODE_TRANSPORT),
+])
+def test_udp_encapsulated_sas_carry_the_encap_template(mode, xmode) -> None:
+    """NAT-T SAs (IKEv1, RFC 3947/3948): the kernel mode is transport/tunnel and XFRMA_ENCAP
+    holds ESP-in-UDP with the ports: ours -> the peer's out, the peer's -> ours in."""
+    b = _builder(lambda sa: X.SAAddresses(LOCAL4, REMOTE4, (4500, 31337)))
+    rec = _record(AES_SHA256, _keys(16, 32), mode=mode)
+    sin, sout = b.build_sa(rec, "in"), b.build_sa(rec, "out")
+    assert sin.mode == sout.mode == xmode
+    assert (sout.encap.sport, sout.encap.dport) == (4500, 31337)
+    assert (sin.encap.sport, sin.encap.dport) == (31337, 4500)
+    assert sin.encap.type == sout.encap.type == X.UDP_ENCAP_ESPINUDP == 2
+    # the attribute as the C struct lays it out (24 octets, ports big-endian)
+    raw = sout.encap.pack()
+    c = _EncapTmpl.from_buffer_copy(raw)
+    assert ctypes.sizeof(_EncapTmpl) == len(raw) == 24
+    assert (c.encap_type, socket.ntohs(c.encap_sport), socket.ntohs(c.encap_dport)) == (
+        2, 4500, 31337)
+    assert list(c.encap_oa) == [0, 0, 0, 0]
+    back = X.decode_sa(X.encode_usersa_info(sout) + X.encode_sa_attributes(sout))
+    assert back == sout
+    # without ports (state of an older daemon): both 4500
+    plain_ports = _builder(lambda sa: X.SAAddresses(LOCAL4, REMOTE4))
+    e = plain_ports.build_sa(rec, "out").encap
+    assert (e.sport, e.dport) == (4500, 4500)
+    # plain modes have no template, whatever the addresses say
+    plain = b.build_sa(_record(AES_SHA256, _keys(16, 32)), "out")
+    assert plain.encap is None
+    assert X.XFRMA_ENCAP not in [a.type for a in nlk.parse_attributes(
+        X.encode_sa_attributes(plain))]
+    # only ESP travels in UDP
+    with pytest.raises(XfrmError, match="only ESP"):
+        b.build_sa(_record(AES_SHA256, _keys(16, 32), mode=mode, protocol=ProtocolId.AH), "out")
+    # the policies of such a child: the kernel mode without encapsulation
+    pols = b.build_policies(_sel4(), mode=mode)
+    assert {t.mode for p in pols for t in p.templates} == {xmode}
+    assert ("fwd" in {p.direction for p in pols}) == (xmode == X.XFRM_MODE_TUNNEL)
+
+
 def test_build_sa_from_record() -> None:
     rec = _record(AES_SHA256, _keys(16, 32), selectors=_sel4())
     b = XfrmBackend.__new__(XfrmBackend)  # no sockets: only the pure builder

@@ -88,6 +88,7 @@ __all__ = [
     "Acquire",
     "Algorithm",
     "ChildSelectors",
+    "Encap",
     "EventsLost",
     "ExpireEvent",
     "KernelSupport",
@@ -103,6 +104,8 @@ __all__ = [
     "XfrmNetlink",
     "XfrmUnsupported",
     "bypass_socket",
+    "set_udp_encap",
+    "udp_encapsulated",
     "decode_acquire",
     "decode_event",
     "decode_expire",
@@ -145,6 +148,16 @@ XFRMNLGRP_EXPIRE = 2
 
 XFRM_MODE_TRANSPORT = 0
 XFRM_MODE_TUNNEL = 1
+
+UDP_ENCAP = 100  # linux/udp.h: the socket option (level SOL_UDP)
+UDP_ENCAP_ESPINUDP = 2  # RFC 3948 ESP-in-UDP (the non-ESP marker separates IKE)
+NATT_PORT = 4500
+_UDP_MODES = {
+    EncapsulationMode.UDP_ENCAPSULATED_TUNNEL: XFRM_MODE_TUNNEL,
+    EncapsulationMode.UDP_ENCAPSULATED_TRANSPORT: XFRM_MODE_TRANSPORT,
+    EncapsulationMode.UDP_ENCAPSULATED_TUNNEL_DRAFT: XFRM_MODE_TUNNEL,
+    EncapsulationMode.UDP_ENCAPSULATED_TRANSPORT_DRAFT: XFRM_MODE_TRANSPORT,
+}
 
 XFRM_POLICY_IN = 0
 XFRM_POLICY_OUT = 1
@@ -216,10 +229,12 @@ _SPI_INFO = struct.Struct("=224sII")  # xfrm_userspi_info, 232
 _ALGO = struct.Struct("=64sI")  # xfrm_algo, 68 + key
 _ALGO2 = struct.Struct("=64sII")  # xfrm_algo_auth / xfrm_algo_aead, 72 + key
 _ESN = struct.Struct("=6I")  # xfrm_replay_state_esn, 24 + bitmap
+_ENCAP = struct.Struct("=H2s2s2x16s")  # xfrm_encap_tmpl, 24 (ports be16 as bytes)
 
 assert (_SEL.size, _ID.size, _SA.size, _SA_ID.size, _POL.size, _POL_ID.size) == (
     56, 24, 224, 24, 168, 64)  # fmt: skip
 assert (_TMPL.size, _ACQ.size, _EXP.size, _SPI_INFO.size) == (64, 280, 232, 232)
+assert _ENCAP.size == 24
 
 
 def _family_of(addr: Address | None) -> int:
@@ -547,6 +562,30 @@ def _decode_templates(value: bytes) -> tuple[Template, ...]:
 
 
 @dataclass(frozen=True, slots=True)
+class Encap:
+    """UDP encapsulation of an SA (``xfrm_encap_tmpl``, RFC 3948): the kernel wraps
+    outbound ESP in UDP from ``sport`` to ``dport`` and expects inbound ESP-in-UDP from
+    ``sport`` to ``dport`` (the inbound SA's ports are the peer's and ours). ``oa``: the
+    original address of NAT-OA (the kernel does not use it for ESP)."""
+
+    sport: int
+    dport: int
+    type: int = UDP_ENCAP_ESPINUDP
+    oa: Address | None = None
+
+    def pack(self) -> bytes:
+        return _ENCAP.pack(self.type, self.sport.to_bytes(2, "big"),
+                           self.dport.to_bytes(2, "big"), _pack_addr(self.oa))
+
+    @classmethod
+    def unpack(cls, data: bytes, family: int) -> Encap:
+        _need(data, _ENCAP.size, "xfrm_encap_tmpl")
+        t, sport, dport, oa = _ENCAP.unpack_from(data)
+        return cls(int.from_bytes(sport, "big"), int.from_bytes(dport, "big"), t,
+                   _unpack_addr(oa, family) if any(oa) else None)
+
+
+@dataclass(frozen=True, slots=True)
 class SAInfo:
     """An SA as sent to / read from the kernel (``xfrm_usersa_info`` + attributes)."""
 
@@ -566,6 +605,7 @@ class SAInfo:
     flags: int = 0
     algorithms: tuple[Algorithm, ...] = ()
     esn_window: int | None = None  # XFRMA_REPLAY_ESN_VAL window (ESN SAs)
+    encap: Encap | None = None  # XFRMA_ENCAP (UDP-encapsulated ESP, NAT traversal)
 
 
 def encode_usersa_info(sa: SAInfo) -> bytes:
@@ -596,6 +636,8 @@ def encode_sa_attributes(sa: SAInfo) -> bytes:
                 XFRMA_REPLAY_ESN_VAL, _ESN.pack(words, 0, 0, 0, 0, sa.esn_window) + bytes(4 * words)
             )
         )
+    if sa.encap is not None:
+        parts.append(attr(XFRMA_ENCAP, sa.encap.pack()))
     return b"".join(parts)
 
 
@@ -626,6 +668,7 @@ def _decode_usersa_info(data: bytes) -> SAInfo:
 def _with_attributes(sa: SAInfo, attrs: Iterable[Attribute]) -> SAInfo:
     algs: list[Algorithm] = []
     esn: int | None = None
+    encap: Encap | None = None
     for a in attrs:
         alg = Algorithm.decode(a)
         if alg is not None:
@@ -633,7 +676,9 @@ def _with_attributes(sa: SAInfo, attrs: Iterable[Attribute]) -> SAInfo:
         elif a.type == XFRMA_REPLAY_ESN_VAL:
             _need(a.value, _ESN.size, "xfrm_replay_state_esn")
             esn = _ESN.unpack_from(a.value)[5]
-    return dataclasses.replace(sa, algorithms=tuple(algs), esn_window=esn)
+        elif a.type == XFRMA_ENCAP:
+            encap = Encap.unpack(a.value, sa.family)
+    return dataclasses.replace(sa, algorithms=tuple(algs), esn_window=esn, encap=encap)
 
 
 def decode_sa(payload: bytes) -> SAInfo:
@@ -1052,10 +1097,13 @@ def probe_kernel(
 
 @dataclass(frozen=True, slots=True)
 class SAAddresses:
-    """The IPsec endpoints of an SA pair: our address and the peer's."""
+    """The IPsec endpoints of an SA pair: our address and the peer's; ``encap``: our and
+    the peer's UDP port when the pair is UDP-encapsulated (NAT traversal; the SA's mode
+    says whether it is, the ports default to 4500 both)."""
 
     local: Address
     remote: Address
+    encap: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "local", _ip(self.local))
@@ -1091,7 +1139,21 @@ def _xfrm_mode(mode: EncapsulationMode | int) -> int:
         return XFRM_MODE_TRANSPORT
     if m == EncapsulationMode.TUNNEL:
         return XFRM_MODE_TUNNEL
-    raise XfrmError(errno.EINVAL, f"encapsulation mode {m} (UDP encapsulation) is not supported")
+    if m in _UDP_MODES:
+        return _UDP_MODES[m]  # type: ignore[index]
+    raise XfrmError(errno.EINVAL, f"unknown encapsulation mode {m}")
+
+
+def udp_encapsulated(mode: EncapsulationMode | int) -> bool:
+    """Whether an SA of this (IPsec DOI) mode is ESP in UDP (RFC 3947/3948)."""
+    return int(mode) in _UDP_MODES
+
+
+def set_udp_encap(sock: socket.socket) -> None:
+    """Make the kernel take ESP-in-UDP arriving on ``sock`` (the NAT-T port 4500) for its
+    SAs (``UDP_ENCAP_ESPINUDP``); IKE messages (non-ESP marker) still reach the socket,
+    NAT keepalives are dropped by the kernel. Raises ``OSError`` when refused."""
+    sock.setsockopt(socket.IPPROTO_UDP, UDP_ENCAP, UDP_ENCAP_ESPINUDP)
 
 
 def _mode_of(mode: EncapsulationMode | int | str) -> int:
@@ -1288,6 +1350,12 @@ class XfrmBackend:
         if proto is None:
             raise XfrmError(errno.EPROTONOSUPPORT, f"protocol {sa.protocol!r} has no XFRM SA")
         mode = _xfrm_mode(sa.mode)
+        encap = None
+        if udp_encapsulated(sa.mode):
+            if int(sa.protocol) != ProtocolId.ESP:
+                raise XfrmError(errno.EINVAL, f"{sa!r}: only ESP can be UDP-encapsulated")
+            lport, rport = ep.encap or (NATT_PORT, NATT_PORT)
+            encap = Encap(lport, rport) if direction == "out" else Encap(rport, lport)
         family = _family_of(dst)
         flags = 0
         if mode == XFRM_MODE_TUNNEL:
@@ -1320,6 +1388,7 @@ class XfrmBackend:
             flags=flags,
             algorithms=sa_algorithms(sa, keys),
             esn_window=max(replay, 32) if esn else None,
+            encap=encap,
         )
 
     def _put(
