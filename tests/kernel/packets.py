@@ -23,6 +23,11 @@ class Packet:
     sport: int | None = None
     dport: int | None = None
     payload: bytes = b""  # everything after the IP header
+    encap: bool = False  # ESP in UDP (RFC 3948, NAT-T port 4500): spi is set, proto is 17
+
+
+NATT_PORT = 4500
+IKE_PORTS = (500, NATT_PORT)
 
 
 def _ip(raw: bytes) -> str:
@@ -48,6 +53,11 @@ def parse_ip(data: bytes) -> Packet | None:
         return Packet(src, dst, proto, spi=struct.unpack("!I", body[:4])[0], payload=body)
     if proto in (6, 17) and len(body) >= 4:
         sp, dp = struct.unpack("!HH", body[:4])
+        udp = body[8:]
+        if proto == 17 and NATT_PORT in (sp, dp) and len(udp) >= 8 and udp[:4] != bytes(4):
+            # ESP in UDP: a non-zero SPI where IKE has its non-ESP marker (RFC 3948 §2.2)
+            return Packet(src, dst, proto, spi=struct.unpack("!I", udp[:4])[0], sport=sp,
+                          dport=dp, payload=body, encap=True)
         return Packet(src, dst, proto, sport=sp, dport=dp, payload=body)
     return Packet(src, dst, proto, payload=body)
 
@@ -97,20 +107,23 @@ class Capture:
         return [p for p in self.packets if {p.src, p.dst} == ends]
 
     def esp(self) -> list[Packet]:
-        return [p for p in self.between() if p.proto == 50]
+        """ESP frames, UDP-encapsulated ones (NAT-T) included."""
+        return [p for p in self.between() if p.spi is not None]
 
     def esp_by_spi(self) -> Counter:
         return Counter(p.spi for p in self.esp())
 
     def control(self) -> list[Packet]:
-        """KINK's own messages (UDP to/from the control port)."""
-        return [p for p in self.between() if p.proto == 17
-                and self.control_port in (p.sport, p.dport)]
+        """The key exchanges' own messages: KINK (UDP to/from the control port) and IKE
+        (UDP 500, and 4500 with the non-ESP marker or as a NAT keepalive)."""
+        return [p for p in self.between() if p.proto == 17 and p.spi is None
+                and (self.control_port in (p.sport, p.dport)
+                     or p.sport in IKE_PORTS and p.dport in IKE_PORTS)]
 
     def cleartext(self) -> list[Packet]:
-        """Anything between the two hosts that is neither ESP nor KINK."""
+        """Anything between the two hosts that is neither ESP nor a key exchange's."""
         ctl = set(map(id, self.control()))
-        return [p for p in self.between() if p.proto != 50 and id(p) not in ctl]
+        return [p for p in self.between() if p.spi is None and id(p) not in ctl]
 
     def summary(self) -> Counter:
         """How many packets of each (src, dst, proto, spi or ports) kind were seen."""
@@ -139,6 +152,7 @@ class KernelSA:
     replay_window: int | None = None
     replay: int = 0
     integrity_failed: int = 0
+    encap: tuple[int, int] | None = None  # ESP in UDP: (sport, dport)
     text: str = ""
 
 
@@ -165,6 +179,9 @@ def xfrm_states(ns: str) -> list[KernelSA]:
         cm = re.search(r"lifetime current:\s*\n\s*(\d+)\(bytes\), (\d+)\(packets\)", block)
         if cm:
             sa.bytes, sa.packets = int(cm[1]), int(cm[2])
+        em = re.search(r"encap type espinudp sport (\d+) dport (\d+)", block)
+        if em:
+            sa.encap = (int(em[1]), int(em[2]))
         sm = re.search(r"stats:\s*\n\s*replay-window (\d+) replay (\d+) failed (\d+)", block)
         if sm:
             sa.replay_window, sa.replay, sa.integrity_failed = map(int, sm.groups())

@@ -53,6 +53,8 @@ _PLUGINS = (
     "random nonce openssl pem pkcs1 pubkey x509 hmac kdf "
     "kernel-libipsec kernel-netlink socket-default vici"
 )
+#: the kernel's own ESP (kernel-netlink only): for a kernel with ESP (the VM of tests/kernel)
+KERNEL_PLUGINS = _PLUGINS.replace("kernel-libipsec ", "")
 
 
 def strongswan_available() -> tuple[bool, str]:
@@ -112,14 +114,14 @@ class Charon:
             "SWANCTL_DIR": str(self.directory / "swanctl"),
         }
 
-    def write_config(self, swanctl_conf: str) -> None:
+    def write_config(self, swanctl_conf: str, plugins: str = _PLUGINS) -> None:
         (self.directory / "run").mkdir(parents=True, exist_ok=True)
         (self.directory / "swanctl").mkdir(exist_ok=True)
         (self.directory / "strongswan.conf").write_text(
             f"""\
 charon {{
     load_modular = no
-    load = {_PLUGINS}
+    load = {plugins}
     i_dont_care_about_security_and_use_aggressive_mode_psk = yes
     install_virtual_ip = no
     retransmit_timeout = 1.0
