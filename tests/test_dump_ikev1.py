@@ -454,3 +454,82 @@ def test_bad_key_files(plain_run, tmp_path, capsys):
     assert "loose.psk" in err and "absent.keys" in err
     assert secret not in err and secret[:10] not in err
     assert "IKEv1 IDENTITY_PROTECTION" in out  # still decoded
+
+
+# --- the daemon's key log ------------------------------------------------------------------
+
+
+def _daemon_config(tmp_path, keylog: str | None):
+    from kinkd.config import loads
+
+    psk = _secret_file(tmp_path, "gw.psk", PSK)
+    line = f'ike_keylog = "{keylog}"' if keylog else ""
+    return loads(f"""
+[daemon]
+listen = ["{A}:910"]
+principal = "kink/host1.example@EXAMPLE"
+keytab = "/nonexistent"
+{line}
+
+[[peer]]
+name = "b"
+exchange = "ikev1"
+address = "{B}"
+psk_file = "{psk}"
+ike_proposals = ["aes128-sha256-modp2048"]
+
+[[peer.child]]
+name = "net"
+local_ts = ["{A}/32"]
+remote_ts = ["{B}/32"]
+esp_proposals = ["aes128-sha256"]
+""", check_files=False)
+
+
+def test_daemon_ike_keylog_feeds_dump(tmp_path, capsys):
+    """``daemon.ike_keylog``: the hosted IKEv1 engine appends its DH secrets to a 0600 file
+    (with a configuration warning); that file and the PSK decrypt the capture."""
+    import stat
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from kinkd.hosting import Hosted
+
+    log = tmp_path / "ike.keys"
+    cfg = _daemon_config(tmp_path, str(log))
+    assert [w.key for w in cfg.warnings] == ["daemon.ike_keylog"]
+    h = Hosted(SimpleNamespace(stats=Counter()), cfg)
+    assert stat.S_IMODE(os.stat(log).st_mode) == 0o600 and log.read_bytes() == b""
+    r = Run()
+    r.a = r.by_ip[A] = h.ike
+    r.run(h.ike.initiate("b", "net", 0.0), 0.0)
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("IKEV1_DH_SECRET ")
+    cap = _write(tmp_path, "d.pcap", r.captured)
+    j = _json(capsys, cap, "--psk-file", str(tmp_path / "gw.psk"), "--ike-keys", str(log),
+              "--show-keys")
+    assert all(m["decryption"] == "decrypted" for m in j["messages"] if m["encrypted"])
+    assert _dump_keys(j) == r.keys() and len(j["sas"]) == 2
+    # not set: no hook at all
+    cfg = _daemon_config(tmp_path, None)
+    assert cfg.warnings == () and cfg.daemon.ike_keylog is None
+    assert Hosted(SimpleNamespace(stats=Counter()), cfg).ike.keylog is None
+
+
+def test_daemon_ike_keylog_refuses_readable_files_and_symlinks(tmp_path):
+    from kinkd.hosting import open_keylog
+
+    loose = tmp_path / "loose"
+    loose.write_text("")
+    os.chmod(loose, 0o644)
+    with pytest.raises(ValueError, match="mode 0600"):
+        open_keylog(str(loose))
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "target")
+    with pytest.raises(ValueError, match="ike_keylog"):
+        open_keylog(str(link))
+    assert not (tmp_path / "target").exists()
+    from kinkd.config import ConfigError
+
+    with pytest.raises(ConfigError, match="absolute"):
+        _daemon_config(tmp_path, "relative.keys")
