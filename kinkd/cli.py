@@ -145,8 +145,8 @@ def _kinkctl_parser() -> argparse.ArgumentParser:
     dump = sub.add_parser(
         "dump", help="decode KINK and IKEv1 messages in pcap/pcapng captures",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Decode KINK (RFC 4430, UDP --port) and IKEv1 (RFC 2409, UDP 500 and "
-                    "4500) messages in pcap/pcapng files.\n"
+        description="Decode KINK (RFC 4430, UDP --port) and IKEv1 (RFC 2409, UDP 500\n"
+                    "and 4500) messages in pcap/pcapng files.\n"
                     "KINK: with keytabs, verify checksums, decrypt and derive SA keys.\n"
                     "IKEv1: headers and cleartext payloads always. Encrypted messages need the\n"
                     "Diffie-Hellman shared secret of their ISAKMP SA, which no capture holds\n"

@@ -21,6 +21,9 @@ shows the header and the payload chain. With ``--keytab`` files it also
   ``--prf`` reading of the AES-SHA1 PRF. Keys are printed
   only with ``--show-keys``.
 
+IKEv1 datagrams (UDP 500 and 4500) go to :mod:`kinkd.dump_ikev1` and appear in the same
+report; their JSON entries carry ``"exchange": "ikev1"`` (KINK entries are unchanged).
+
 Entry points: :func:`main` (the argparse Namespace of ``kinkctl dump``, returns
 the exit code) and :func:`analyze` (datagrams -> :class:`Report`, for tests and
 other tools). Exit status: 0, or 1 when a capture or keytab cannot be read
