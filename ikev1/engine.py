@@ -401,9 +401,21 @@ def _counted(fn):
 
 
 class IkeV1Engine:
+    """``keylog``: opt-in debugging hook (None by default, and then nothing is written
+    anywhere): called with one text line per Diffie-Hellman secret the engine computes,
+    in the format ``kinkctl dump --ike-keys`` reads::
+
+        IKEV1_DH_SECRET <CKY-I hex> <CKY-R hex> <g^xy hex>
+        IKEV1_QM_DH_SECRET <CKY-I hex> <CKY-R hex> <M-ID hex> <g^xy hex>  (Quick Mode PFS)
+
+    With the pre-shared key and a capture of the exchange these lines decrypt it and give
+    every key of its SAs: whoever sets the hook must keep the lines as secret as the keys
+    (kinkd writes them only when ``daemon.ike_keylog`` is set, to a file of mode 0600)."""
+
     def __init__(self, config: EngineConfig, *, rng: Any = None,
-                 stats: Counter | None = None) -> None:
+                 stats: Counter | None = None, keylog: Any = None) -> None:
         self.config = config
+        self.keylog = keylog
         self.rng = rng if rng is not None else random.SystemRandom()
         self.stats: Counter = stats if stats is not None else Counter()
         self._depth = 0
@@ -952,7 +964,15 @@ class IkeV1Engine:
         self._send(sa, self._plain(sa, ExchangeType.IDENTITY_PROTECTION, pl), out,
                    request_key=(sa.cky_i, 0), now=now)
 
+    def _log_secret(self, sa: IsakmpSA, shared: bytes, mid: int | None = None) -> None:
+        if self.keylog is None:
+            return
+        label = "IKEV1_DH_SECRET" if mid is None else "IKEV1_QM_DH_SECRET"
+        where = "" if mid is None else f" {mid:08x}"
+        self.keylog(f"{label} {sa.cky_i.hex()} {sa.cky_r.hex()}{where} {bytes(shared).hex()}")
+
     def _derive(self, sa: IsakmpSA, shared: bytes) -> None:
+        self._log_secret(sa, shared)
         sa.keys = crypto.derive_phase1(sa.params, sa.peer.psk, sa.ni, sa.nr, shared,
                                        sa.cky_i, sa.cky_r)
         sa.iv = crypto.phase1_iv(sa.params, sa.g_xi, sa.g_xr)
@@ -1306,6 +1326,7 @@ class IkeV1Engine:
                 self._qm_refuse(sa, child.name, NotifyType.INVALID_KEY_INFORMATION,
                                 "invalid-ke", str(e), now, out)
                 return
+            self._log_secret(sa, secret, mid)
         proto = c.protocol_id
         qm = QuickMode(mid, Role.RESPONDER, child, last, ni=ni.data,
                        nr=self.rng.randbytes(32), spi=self.sadb.allocate_spi(proto), sel=sel)
@@ -1354,6 +1375,7 @@ class IkeV1Engine:
                     secret = qm.dh.shared(ke.data)
                 except ValueError as e:
                     raise _Failed("invalid-ke", None, str(e)) from None
+                self._log_secret(sa, secret, mid)
         except (_Failed, IsakmpError) as e:
             self.sadb.release_spi(qm.spi)
             reason = e.reason if isinstance(e, _Failed) else "no-proposal-chosen"

@@ -142,9 +142,22 @@ def _kinkctl_parser() -> argparse.ArgumentParser:
     down = add("down", "delete the SAs of PEER (or one CHILD of it) with the peer")
     down.add_argument("target", metavar="PEER[/CHILD]")
     down.add_argument("--no-wait", action="store_true")
-    dump = sub.add_parser("dump", help="decode KINK messages in pcap/pcapng captures",
-                          description="Decode KINK (RFC 4430) messages in pcap/pcapng files; "
-                                      "with keytabs, verify checksums, decrypt and derive SA keys.")
+    dump = sub.add_parser(
+        "dump", help="decode KINK and IKEv1 messages in pcap/pcapng captures",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Decode KINK (RFC 4430, UDP --port) and IKEv1 (RFC 2409, UDP 500\n"
+                    "and 4500) messages in pcap/pcapng files.\n"
+                    "KINK: with keytabs, verify checksums, decrypt and derive SA keys.\n"
+                    "IKEv1: headers and cleartext payloads always. Encrypted messages need the\n"
+                    "Diffie-Hellman shared secret of their ISAKMP SA, which no capture holds\n"
+                    "(the PSK alone is not enough): give it with --ike-keys, a key log that\n"
+                    "kinkd writes when daemon.ike_keylog is set (lines IKEV1_DH_SECRET CKY-I\n"
+                    "CKY-R G_XY, and IKEV1_QM_DH_SECRET CKY-I CKY-R M-ID G_XY for PFS), together\n"
+                    "with --psk-file: dump then derives SKEYID_d/_a/_e, verifies the HASHes,\n"
+                    "decrypts, and derives each Quick Mode's KEYMAT. --ike-keys also takes\n"
+                    "Wireshark's IKEv1 decryption table lines (CKY-I [CKY-R] ENCRYPTION-KEY):\n"
+                    "they decrypt, but give no HASH check and no Quick Mode keys.\n"
+                    "Keys are printed only with --show-keys.")
     dump.add_argument("files", nargs="+", metavar="FILE")
     dump.add_argument("--keytab", action="append", default=[], metavar="FILE")
     dump.add_argument("--show-keys", action="store_true")
@@ -152,6 +165,12 @@ def _kinkctl_parser() -> argparse.ArgumentParser:
     dump.add_argument("--port", type=int, default=910)
     dump.add_argument("--prf", choices=["rfc3961", "library"], default="rfc3961",
                       help="AES-SHA1 PRF reading used to derive keys (default rfc3961)")
+    dump.add_argument("--psk-file", action="append", default=[], metavar="FILE",
+                      help="IKEv1 pre-shared key file (kinkd's format; repeatable: the one "
+                           "whose HASH verifies is used); needs --ike-keys to decrypt")
+    dump.add_argument("--ike-keys", action="append", default=[], metavar="FILE",
+                      help="IKEv1 key log (daemon.ike_keylog) or Wireshark decryption table "
+                           "lines (repeatable)")
     return p
 
 

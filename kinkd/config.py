@@ -121,6 +121,10 @@ class DaemonConfig:
     #: UDP endpoints of IKEv1 (used when an IKEv1 peer is configured); empty: the hosts of
     #: ``listen`` on port 500 (and each host on 4500 for NAT traversal)
     ike_listen: tuple[Endpoint, ...] = ()
+    #: DEBUGGING ONLY: a file (created mode 0600, appended to) where the IKEv1 engine writes
+    #: the Diffie-Hellman secret of every ISAKMP SA (and Quick Mode PFS) it negotiates, for
+    #: ``kinkctl dump --ike-keys``; unset (the default): nothing is written
+    ike_keylog: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,7 +403,8 @@ def _converted_list(c: _Ctx, data: dict, path: str, key: str, fn, default: tuple
 
 _DAEMON_KEYS = {"listen", "principal", "keytab", "ccache", "state_file", "backend", "control_socket",
                 "control_mode", "control_group", "admin_group", "log_level", "log_format", "metrics_listen", "on_shutdown",
-                "user_to_user_responder", "timers", "limits", "testing", "ike_listen"}
+                "user_to_user_responder", "timers", "limits", "testing", "ike_listen",
+                "ike_keylog"}
 _TIMER_KEYS = {"retransmit", "retransmit_max", "max_tries", "reply_cache", "delete_grace",
                "clock_skew", "kdc_backoff_max"}
 _LIMIT_KEYS = {"max_transactions", "max_peers", "max_sas", "unauth_rate", "unauth_burst",
@@ -596,6 +601,16 @@ def _daemon(c: _Ctx, t: dict, check_files: bool, check_keytab: bool) -> tuple[Da
         got = _converted_list(c, t, P, "ike_listen", lambda v: parse_endpoint(v, IKE_PORT), ())
         if got is not None:
             ike_listen = got
+    ike_keylog = None
+    with c.check():
+        ike_keylog = c.get(t, P, "ike_keylog", str, default=None) or None
+        if ike_keylog is not None:
+            if not os.path.isabs(ike_keylog):
+                raise c.fail(f"{P}.ike_keylog", "must be an absolute path")
+            c.warn(f"{P}.ike_keylog", f"IKEv1 Diffie-Hellman secrets are written to "
+                                      f"{ike_keylog}: with the pre-shared key and a capture "
+                                      "they decrypt the IKEv1 traffic and give every SA key; "
+                                      "for debugging only")
     backend = d.backend
     with c.check():
         backend = c.get(t, P, "backend", str, default=d.backend)
@@ -673,6 +688,7 @@ def _daemon(c: _Ctx, t: dict, check_files: bool, check_keytab: bool) -> tuple[Da
         user_to_user_responder=c.opt(t, P, "user_to_user_responder", bool, default=True),
         clock_offset=clock_offset,
         ike_listen=ike_listen,
+        ike_keylog=ike_keylog,
     )
     timers, limits = Timers(), Limits()
     with c.check():

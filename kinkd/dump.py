@@ -21,6 +21,9 @@ shows the header and the payload chain. With ``--keytab`` files it also
   ``--prf`` reading of the AES-SHA1 PRF. Keys are printed
   only with ``--show-keys``.
 
+IKEv1 datagrams (UDP 500 and 4500) go to :mod:`kinkd.dump_ikev1` and appear in the same
+report; their JSON entries carry ``"exchange": "ikev1"`` (KINK entries are unchanged).
+
 Entry points: :func:`main` (the argparse Namespace of ``kinkctl dump``, returns
 the exit code) and :func:`analyze` (datagrams -> :class:`Report`, for tests and
 other tools). Exit status: 0, or 1 when a capture or keytab cannot be read
@@ -148,6 +151,8 @@ class MessageInfo:
     answers: MessageInfo | None = field(default=None, repr=False)  # REPLY: its command
     src_ip: str = ""
     dst_ip: str = ""
+    exchange: str = "kink"  # "kink" | "ikev1"
+    ike: dict[str, Any] | None = None  # IKEv1: header fields and decryption status (JSON)
 
 
 @dataclass(slots=True)
@@ -164,6 +169,8 @@ class SAInfo:
     create_frame: int = 0
     reply_frame: int = 0
     note: str | None = None  # why there are no keys
+    exchange: str = "kink"  # "kink" (CREATE/REPLY) | "ikev1" (Quick Mode)
+    isakmp_sa: str | None = None  # IKEv1: "CKY-I:CKY-R" of the ISAKMP SA
 
 
 @dataclass(slots=True)
@@ -171,6 +178,8 @@ class Report:
     messages: list[MessageInfo] = field(default_factory=list)
     sas: list[SAInfo] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # exchange-level remarks (human output)
+    #: IKEv1 traffic (UDP 500/4500) seen: counters and ISAKMP SAs; None when there was none
+    ike: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -679,9 +688,15 @@ def _sa_entries(create: MessageInfo, reply: MessageInfo, prf: str) -> tuple[list
 
 
 def analyze(datagrams: Iterable[UdpDatagram], keys: KeySet | None = None, *,
-            prf: str = "rfc3961", show_keys: bool = False) -> Report:
-    """Decode ``datagrams`` (capture order) into a :class:`Report`."""
+            prf: str = "rfc3961", show_keys: bool = False, port: int = wire.KINK_PORT,
+            ike_keys: Any = None) -> Report:
+    """Decode ``datagrams`` (capture order) into a :class:`Report`: KINK on ``port``,
+    IKEv1 on UDP 500/4500 (:mod:`kinkd.dump_ikev1`; ``ike_keys`` an
+    :class:`kinkd.dump_ikev1.IkeKeys`); datagrams on neither are decoded as KINK."""
+    from kinkd.dump_ikev1 import IKE_PORTS, IkeState
+
     rep = Report()
+    ike: IkeState | None = None
     opener = _TicketOpener(keys) if keys is not None and keys.keys() else None
     commands: dict[tuple[int, str, str], list[MessageInfo]] = {}
     t0 = math.nan
@@ -689,6 +704,13 @@ def analyze(datagrams: Iterable[UdpDatagram], keys: KeySet | None = None, *,
     for dg in datagrams:
         if math.isnan(t0) and not math.isnan(dg.time):
             t0 = dg.time
+        if port not in (dg.sport, dg.dport) and (dg.sport in IKE_PORTS or dg.dport in IKE_PORTS):
+            if ike is None:
+                ike = IkeState(ike_keys)
+            m = ike.decode(dg, t0)
+            if m is not None:
+                rep.messages.append(m)
+            continue
         try:
             info = _decode_one(dg, t0, commands, opener, show_keys)
         except Exception as e:  # never a traceback for a hostile datagram
@@ -715,6 +737,10 @@ def analyze(datagrams: Iterable[UdpDatagram], keys: KeySet | None = None, *,
                     continue
                 seen_sas.add(k)
                 rep.sas.append(s)
+    if ike is not None:
+        rep.sas.extend(ike.sa_infos)
+        rep.notes.extend(ike.notes)
+        rep.ike = ike.summary(show_keys)
     return rep
 
 
@@ -725,6 +751,14 @@ def analyze(datagrams: Iterable[UdpDatagram], keys: KeySet | None = None, *,
 def render_json(rep: Report, show_keys: bool) -> dict[str, Any]:
     msgs = []
     for m in rep.messages:
+        if m.exchange == "ikev1":
+            d = {"exchange": "ikev1", "frame": m.frame,
+                 "time": None if math.isnan(m.time) else m.time, "src": m.src, "dst": m.dst,
+                 "type": m.type, **(m.ike or {}), "payloads": m.payloads}
+            if m.reason is not None:
+                d["reason"] = m.reason
+            msgs.append(d)
+            continue
         d: dict[str, Any] = {
             "frame": m.frame,
             "time": None if math.isnan(m.time) else m.time,
@@ -747,8 +781,13 @@ def render_json(rep: Report, show_keys: bool) -> dict[str, Any]:
             d["keys"] = {"encryption": s.encryption.hex(), "integrity": s.integrity.hex()}
         if s.note:
             d["note"] = s.note
+        if s.exchange == "ikev1":
+            d.update(exchange="ikev1", isakmp_sa=s.isakmp_sa)
         sas.append(d)
-    return {"messages": msgs, "sas": sas}
+    out: dict[str, Any] = {"messages": msgs, "sas": sas}
+    if rep.ike is not None:
+        out["ikev1"] = rep.ike
+    return out
 
 
 def render_text(rep: Report, show_keys: bool, prf: str) -> str:
@@ -756,13 +795,19 @@ def render_text(rep: Report, show_keys: bool, prf: str) -> str:
     for m in rep.messages:
         for depth, text in m.tree:
             out.append("  " * depth + text)
+    if rep.ike is not None:
+        out.extend(_ike_text(rep.ike, show_keys))
     if rep.sas or rep.notes:
         out.append("")
         out.append(f"SAs (KEYMAT as kinkd derives it, prf={prf}):")
         for s in rep.sas:
+            if s.exchange == "ikev1":
+                where = (f"Quick Mode frames {s.create_frame}/{s.reply_frame}, ISAKMP SA "
+                         f"{s.isakmp_sa}")
+            else:
+                where = f"CREATE frame {s.create_frame}, REPLY frame {s.reply_frame}"
             out.append(f"  {s.protocol.upper()} spi=0x{s.spi:08x} {s.src} -> {s.dst} "
-                       f"{s.transform} (CREATE frame {s.create_frame}, REPLY frame "
-                       f"{s.reply_frame})")
+                       f"{s.transform} ({where})")
             if show_keys and s.encryption is not None:
                 out.append(f"    encryption={s.encryption.hex() or '-'} "
                            f"integrity={s.integrity.hex() or '-'}")
@@ -773,12 +818,27 @@ def render_text(rep: Report, show_keys: bool, prf: str) -> str:
     return "\n".join(out) + ("\n" if out else "")
 
 
+def _ike_text(ike: dict[str, Any], show_keys: bool) -> list[str]:
+    c = ike["counters"]
+    out = ["", f"IKEv1: {c['messages']} messages ({c['malformed']} malformed), "
+               f"{c['decrypted']} of {c['encrypted']} encrypted decrypted; skipped on port "
+               f"4500: {c['nat_keepalives']} NAT keepalives, {c['esp_in_udp']} ESP-in-UDP"]
+    for sa in ike["isakmp_sas"]:
+        line = f"  ISAKMP SA {sa['cookies']} {sa['suite'] or '-'}: {sa['key']}"
+        out.append(line)
+        if show_keys and "keys" in sa:
+            out.append("    " + " ".join(f"{k}={v}" for k, v in sa["keys"].items()))
+    return out
+
+
 def _read_all(paths: Sequence[str], port: int) -> tuple[list[UdpDatagram], list[str]]:
+    from kinkd.dump_ikev1 import IKE_PORTS
+
     dgs: list[UdpDatagram] = []
     errors: list[str] = []
     for path in paths:
         try:
-            for dg in read_udp(path, ports={port}):
+            for dg in read_udp(path, ports={port, *IKE_PORTS}):
                 dgs.append(dg)
         except PcapError as e:
             errors.append(f"{path}: not a readable pcap/pcapng capture: {e}")
@@ -789,10 +849,29 @@ def _read_all(paths: Sequence[str], port: int) -> tuple[list[UdpDatagram], list[
     return dgs, errors
 
 
+def _ike_keys(args) -> tuple[Any, list[str]]:
+    """The IKEv1 keys of ``--psk-file`` and ``--ike-keys`` (errors name the file)."""
+    from kinkd.dump_ikev1 import IkeKeys, load_ike_keys
+    from kinkd.psk import read_psk
+
+    keys = IkeKeys()
+    errors: list[str] = []
+    for path in getattr(args, "psk_file", None) or []:
+        try:
+            keys.psks.append(read_psk(path))
+        except ValueError as e:
+            errors.append(str(e))
+    errors += load_ike_keys(list(getattr(args, "ike_keys", None) or []), keys)
+    return keys, errors
+
+
 def main(args) -> int:
-    """``kinkctl dump``: ``args`` has files, keytab, show_keys, json, port, prf."""
+    """``kinkctl dump``: ``args`` has files, keytab, show_keys, json, port, prf, psk_file,
+    ike_keys."""
     err = sys.stderr
     keys, kerrs = load_keys(list(getattr(args, "keytab", []) or []))
+    ike_keys, ierrs = _ike_keys(args)
+    kerrs += ierrs
     for e in kerrs:
         print(f"kinkctl dump: {e}", file=err)
     port = int(getattr(args, "port", wire.KINK_PORT))
@@ -804,12 +883,13 @@ def main(args) -> int:
         print(f"kinkctl dump: {e}", file=err)
     show_keys = bool(getattr(args, "show_keys", False))
     prf = getattr(args, "prf", "rfc3961") or "rfc3961"
-    rep = analyze(dgs, keys, prf=prf, show_keys=show_keys)
+    rep = analyze(dgs, keys, prf=prf, show_keys=show_keys, port=port, ike_keys=ike_keys)
     if getattr(args, "json", False):
         json.dump(render_json(rep, show_keys), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         sys.stdout.write(render_text(rep, show_keys, prf))
         if not rep.messages and not ferrs:
-            print(f"no KINK messages (UDP port {port}) in {', '.join(args.files)}", file=err)
+            print(f"no KINK messages (UDP port {port}) and no IKEv1 messages (UDP 500/4500) "
+                  f"in {', '.join(args.files)}", file=err)
     return 1 if (ferrs or kerrs) else 0

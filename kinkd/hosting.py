@@ -18,6 +18,9 @@ KINK's DELETEs only (IKEv1 DELETEs are not answered).
 
 from __future__ import annotations
 
+import os
+import stat
+from collections.abc import Callable
 from typing import Any
 
 from ikev1.engine import EngineConfig, IkeV1Engine, PeerConfig
@@ -26,7 +29,8 @@ from isakmp.timers import Backoff
 from kinkd import config as cfgmod
 from kinkd.psk import read_psk
 
-__all__ = ["IKE_SA_IDS", "NATT_PORT", "Hosted", "ike_engine_config", "ike_local_address"]
+__all__ = ["IKE_SA_IDS", "NATT_PORT", "Hosted", "ike_engine_config", "ike_local_address",
+           "open_keylog"]
 
 IKE_SA_IDS = 1 << 48  # the first SA record id of the IKEv1 engine
 NATT_PORT = 4500
@@ -55,10 +59,36 @@ def ike_engine_config(config: cfgmod.Config) -> EngineConfig:
         delete_grace=t.delete_grace, max_sas=config.limits.max_sas, first_sa_id=IKE_SA_IDS)
 
 
+def open_keylog(path: str) -> Callable[[str], None]:
+    """The writer of ``daemon.ike_keylog`` (debugging only): the file is created with mode
+    0600 (never followed through a symlink), appended to, and refused when others than its
+    owner may read it (ValueError). A failed write (disk full) is ignored, never fatal."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise ValueError(f"daemon.ike_keylog {path}: {e.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077:
+        os.close(fd)
+        raise ValueError(f"daemon.ike_keylog {path}: not a regular file of mode 0600 "
+                         f"(mode {stat.S_IMODE(st.st_mode):04o})")
+
+    def write(line: str) -> None:
+        try:
+            os.write(fd, (line + "\n").encode("ascii"))
+        except OSError:
+            pass
+
+    return write
+
+
 class Hosted:
     def __init__(self, kink: Any, config: cfgmod.Config) -> None:
         self.kink = kink
-        self.ike = IkeV1Engine(ike_engine_config(config), stats=kink.stats)
+        path = config.daemon.ike_keylog
+        keylog = open_keylog(path) if path else None
+        self.ike = IkeV1Engine(ike_engine_config(config), stats=kink.stats, keylog=keylog)
         self._ike_peers = {p.name for p in config.ike_peers}
         self.ike_endpoints = self.endpoints(config)
 
