@@ -81,6 +81,7 @@ from isakmp.payloads import (
     Identification,
     KeyExchange,
     NatD,
+    NatOa,
     Nonce,
     Notification,
     Payload,
@@ -135,6 +136,9 @@ NON_ESP_MARKER = b"\0\0\0\0"
 _NO_COOKIE = bytes(8)
 MAX_PENDING_QUICK = 64  # answered Quick Modes per ISAKMP SA waiting for their message 3
 IKE_PORT, NATT_PORT = 500, 4500
+#: the modes that carry NAT-OA payloads in Quick Mode (RFC 3947 §5.2)
+_UDP_TRANSPORT = frozenset({EncapsulationMode.UDP_ENCAPSULATED_TRANSPORT,
+                            EncapsulationMode.UDP_ENCAPSULATED_TRANSPORT_DRAFT})
 IKEV1_CAPABILITIES = PluginCapabilities(responder_may_lower_lifetime=False)
 _MAX_PADDING = 255
 _IN, _OUT = Direction.IN, Direction.OUT
@@ -1227,6 +1231,8 @@ class IkeV1Engine:
         if needs_ids(child):
             qm.ids = [ts_to_id(lts), ts_to_id(rts)]
             rest.extend(qm.ids)
+        if any(int(s.mode) in _UDP_TRANSPORT for s in policy.suites):
+            rest.extend(self._nat_oa(sa, initiator=True))
         first, body = encode_payloads(rest)
         h = crypto.qm_hash1(sa.params, sa.keys.skeyid_a, mid, body)
         chain = Hash(h).encode(first) + body
@@ -1339,6 +1345,8 @@ class IkeV1Engine:
         if dh is not None:
             reply.append(KeyExchange(dh.public))
         reply.extend(ids)
+        if c.params.mode is not None and int(c.params.mode) in _UDP_TRANSPORT:
+            reply.extend(self._nat_oa(sa, initiator=False))
         if sel.responder_lifetime:
             reply.extend(sel.responder_lifetime_notifications({proto: qm.spi}))
         first, body = encode_payloads(reply)
@@ -1409,6 +1417,14 @@ class IkeV1Engine:
             return None
         soft = min(float(child.rekey_time), hard * 0.9)
         return soft if 0 < soft < hard else None
+
+    def _nat_oa(self, sa: IsakmpSA, *, initiator: bool) -> list[NatOa]:
+        """NAT-OAi, NAT-OAr (RFC 3947 §5.2, UDP-Encapsulated-Transport): the initiator's
+        and the responder's original address, as this side sees them."""
+        me, other = ipaddress.ip_address(sa.local[0]), ipaddress.ip_address(sa.remote[0])
+        pair = (me, other) if initiator else (other, me)
+        return [NatOa(IdType.IPV4_ADDR if a.version == 4 else IdType.IPV6_ADDR, a.packed)
+                for a in pair]
 
     @staticmethod
     def _encap(sa: IsakmpSA) -> tuple[int, int] | None:

@@ -298,6 +298,38 @@ def test_forced_encapsulation_without_a_nat(side):
     assert int(ra.mode) == 2 and ea.children.meta(ra.id).encap is None
 
 
+@pytest.mark.parametrize("mode", ["transport", "tunnel"])
+def test_nat_oa_in_udp_encapsulated_transport_quick_modes(mode, monkeypatch):
+    """RFC 3947 §5.2: with UDP-Encapsulated-Transport both Quick Mode messages carry
+    NAT-OAi and NAT-OAr (the initiator's and the responder's original address); tunnel
+    mode and plain ESP carry none."""
+    from dataclasses import replace
+
+    from isakmp.payloads import NatOa, Nonce
+
+    sent = []
+    real = eng.encode_payloads
+
+    def spy(payloads):
+        sent.append(list(payloads))
+        return real(payloads)
+
+    monkeypatch.setattr(eng, "encode_payloads", spy)
+    ea, eb = pair(nat=True, mode=mode)
+    ea = IkeV1Engine(replace(ea.config, peers=tuple(replace(p, encap=True)
+                                                    for p in ea.config.peers)),
+                     rng=random.Random(1))
+    established(ea, eb)
+    quick = [pl for pl in sent if any(type(p) is Nonce for p in pl)
+             and any(type(p) is SecurityAssociation for p in pl)]  # QM1 and QM2
+    oas = [[(p.payload_type, str(p.ip())) for p in pl if type(p) is NatOa] for pl in quick]
+    if mode == "transport":
+        assert oas == [[(21, A), (21, B)]] * 2, oas
+    else:
+        assert all(o == [] for o in oas), oas
+    assert len(ea.sas()) == 1 == len(eb.sas())
+
+
 def _mutations(data: bytes, rng: random.Random, n: int):
     for _ in range(n):
         b = bytearray(data)
