@@ -1050,11 +1050,21 @@ class Daemon:
             if getattr(self.config.daemon, key) != getattr(new.daemon, key):
                 changes.append(f"daemon.{key} changed: needs a restart (kept the old value)")
         new = _keep_restart_only(self.config, new)
-        if bool(new.ike_peers) != hasattr(self.engine, "ike"):
-            changes.append("IKEv1 peers added or all removed: needs a restart (IKEv1 peers "
-                           "kept as they were)")
-            new = dataclasses.replace(new, ike_peers=self.config.ike_peers)
-        effects = self.engine.reconfigure(new, self.now())  # raises: nothing changed yet
+        if hasattr(self.engine, "ike") and new.ike_listen() != self.config.ike_listen():
+            changes.append("daemon.ike_listen changed: needs a restart (kept the old value)")
+            new = dataclasses.replace(new, daemon=dataclasses.replace(
+                new.daemon, ike_listen=tuple(self.config.ike_listen())))
+        undo = None
+        if new.ike_peers and not hasattr(self.engine, "ike"):
+            undo = await self._host_ikev1(new)  # the first IKEv1 peers: IKE sockets from now on
+            changes.append("IKEv1 hosted: listening on "
+                           + ", ".join(f"{h}:{p}" for h, p in sorted(self.engine.ike_endpoints)))
+        try:
+            effects = self.engine.reconfigure(new, self.now())  # raises: nothing changed yet
+        except BaseException:
+            if undo is not None:
+                undo()
+            raise
         old = self.config
         self.config = new
         self._apply(effects)
@@ -1063,6 +1073,35 @@ class Daemon:
         log("info", "reloaded", "configuration reloaded", file=self.config_path,
             changes="; ".join(changes) or "none")
         return {"changes": changes, "warnings": [str(w) for w in new.warnings]}
+
+    async def _host_ikev1(self, new: cfgmod.Config) -> Callable[[], None]:
+        """A reload brings the first IKEv1 peers: the KINK engine goes behind
+        :class:`kinkd.hosting.Hosted` and the IKE endpoints (500 and 4500) are bound. On a
+        failure (a port in use) nothing stays changed and the reload is refused. Returns
+        the undo (for a reconfiguration that fails after this)."""
+        from kinkd.hosting import Hosted
+
+        try:
+            hosted = Hosted(self.engine, new)
+        except (OSError, ValueError) as e:
+            raise control.ControlError(f"reload refused: IKEv1 peers: {e}") from None
+        kink, before = self.engine, len(self.transports)
+
+        def undo() -> None:
+            for _ep, transport in self.transports[before:]:
+                transport.close()
+            del self.transports[before:]
+            self.engine = kink
+
+        self.engine = hosted  # IKE datagrams arriving from now on reach the IKEv1 engine
+        try:
+            for host, port in sorted(hosted.ike_endpoints):
+                await self._listen(cfgmod.Endpoint(host, port))
+        except OSError as e:
+            undo()
+            log("error", "reload-failed", f"IKEv1 endpoints: {e}", file=self.config_path)
+            raise control.ControlError(f"reload refused: IKEv1 endpoints: {e}") from None
+        return undo
 
     async def _reload_signal(self) -> None:
         """SIGHUP: reload; a refusal is already logged (without a traceback)."""

@@ -296,3 +296,61 @@ def test_ikev1_peer_on_the_xfrm_backend_trap_and_forced_encapsulation(bed, tmp_p
     assert n1.stop() == 0 and n2.stop() == 0
     left = sh(ns, "ip", "xfrm", "policy").stdout
     assert "198.19.2.0/24" not in left and "socket" not in left, left
+
+
+def test_reload_brings_the_first_ikev1_peer_and_takes_it_away(bed, tmp_path):
+    """A daemon started with KINK peers only gets its first IKEv1 peer by a reload: the
+    IKE endpoints (500, 4500) are bound then (with the xfrm backend: bypass policies), a
+    port in use refuses the reload and changes nothing, and a reload without IKEv1 peers
+    deletes their SAs."""
+    ns, realm, n1, n2 = bed
+    psk = tmp_path / "gw.psk"
+    psk.write_text("reload brings this key\n")
+    os.chmod(psk, 0o600)
+    ike = {"exchange": "ikev1", "psk_file": str(psk), "ike_proposals": ["aes128-sha256-ecp256"]}
+    kink_peer = {"name": "host2", "address": "198.18.0.2:910", "principal": realm.service(
+        "host2.kink.test"), "child": [{"name": "k", "esp_proposals": ["aes128gcm16"]}]}
+    gw = {"name": "gw", "address": "198.18.0.2", **ike,
+          "child": [{"name": "net", "esp_proposals": ["aes128gcm16"]}]}
+    write_config(n1, [kink_peer], daemon_extra='backend = "xfrm"')
+    write_config(n2, [{"name": "gw1", "address": "198.18.0.1", **ike,
+                       "child": [{"name": "net", "esp_proposals": ["aes128gcm16"]}]}])
+    n2.start()
+    n1.start()
+    assert sh(ns, "ip", "xfrm", "policy").stdout.count("socket in") == 1  # KINK only
+    write_config(n1, [kink_peer, gw], daemon_extra='backend = "xfrm"')
+    # port 500 of host1 taken: the reload is refused, nothing changes
+    blocker = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-c",
+         "import socket,sys,time\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+         "s.bind(('198.18.0.1', 500))\nprint('bound', flush=True)\ntime.sleep(60)"],
+        stdout=subprocess.PIPE)
+    try:
+        assert blocker.stdout.readline().strip() == b"bound"
+        r = n1.ctl("reload", check=False)
+        assert r.returncode != 0 and "IKEv1 endpoints" in r.stderr, (r.stdout, r.stderr)
+    finally:
+        blocker.kill()
+        blocker.wait()
+    assert n1.ctl("up", "gw", check=False).returncode != 0  # not a peer yet
+    assert sh(ns, "ip", "xfrm", "policy").stdout.count("socket in") == 1
+    r = n1.ctl("reload", check=False)
+    assert r.returncode == 0, r.stderr + n1.log()[-2000:]
+    assert "IKEv1 hosted" in r.stdout
+    assert sh(ns, "ip", "xfrm", "policy").stdout.count("socket in") == 3  # + 500, 4500
+    r = n1.ctl("up", "gw", check=False, timeout=30)
+    assert r.returncode == 0, r.stderr + n1.log()[-2000:] + n2.log()[-2000:]
+    (sa,) = n1.ctl_json("sas")["sas"]
+    assert sa["exchange"] == "ikev1" and sa["peer"] == "gw"
+    assert [p["name"] for p in n1.ctl_json("peers")["peers"]] == ["host2", "gw"]
+    # and away again: the SAs are deleted with the peer, the responder drops its side
+    write_config(n1, [kink_peer], daemon_extra='backend = "xfrm"')
+    assert n1.ctl("reload", check=False).returncode == 0
+    assert n1.ctl_json("sas")["sas"] == []
+    deadline = time.monotonic() + 10
+    while n2.ctl_json("sas")["sas"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert n2.ctl_json("sas")["sas"] == []
+    stats = json.loads(n1.ctl("stats", "--json").stdout)["counters"]
+    assert stats.get("negotiations.succeeded", 0) >= 1
+    assert n1.stop() == 0 and n2.stop() == 0

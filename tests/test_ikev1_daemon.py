@@ -178,3 +178,4 @@ def test_one_daemon_a_kink_peer_and_an_ikev1_peer_at_once(bed, tmp_path):
                 n.stop()
         swan.stop()
         realmlib.down(realm)
+
