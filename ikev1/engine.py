@@ -121,6 +121,7 @@ from .phase1 import (
 __all__ = [
     "EngineConfig",
     "IkeV1Engine",
+    "IsakmpSAAlive",
     "IsakmpSADeleted",
     "IsakmpSAEstablished",
     "PeerConfig",
@@ -211,6 +212,19 @@ class IsakmpSAEstablished:
     role: Role
     remote_id: str
     cookies: str  # CKY-I:CKY-R in hex
+    nat: bool = False
+    child: ClassVar[None] = None
+
+
+@dataclass(frozen=True, slots=True)
+class IsakmpSAAlive:
+    """The peer answered our probe on its ISAKMP SA (``probed``: an R-U-THERE was ACKed;
+    False: the peer does not do DPD, the SA is up)."""
+
+    kind: ClassVar[str] = "isakmp-sa-alive"
+    peer: str
+    cookies: str
+    probed: bool = True
     nat: bool = False
     child: ClassVar[None] = None
 
@@ -352,6 +366,7 @@ class IsakmpSA:
     dpd_peer: bool = False  # the peer announced RFC 3706 DPD
     dpd_seq: int = 0
     dpd_unanswered: int = 0
+    probing: bool = False  # an R-U-THERE of `kinkctl check` is out (its ACK is reported)
 
     @property
     def our_cookie(self) -> bytes:
@@ -520,6 +535,29 @@ class IkeV1Engine:
                     s.pending.append(c)
                 return out
         self._start_main(p, c, now, out)
+        return out
+
+    @_counted
+    def probe(self, peer: str, now: float) -> list:
+        """Is the peer there and does the pre-shared key work (``kinkctl check``)? On the
+        ISAKMP SA: an R-U-THERE (RFC 3706) whose ACK gives :class:`IsakmpSAAlive` (a peer
+        without DPD: ``IsakmpSAAlive(probed=False)`` at once; an unanswered probe counts
+        towards the peer's death as a DPD one does). Without an ISAKMP SA: a Main Mode
+        only (:class:`IsakmpSAEstablished` or ``NegotiationFailed`` with its reason)."""
+        sa = self.isakmp_sa(peer)
+        if sa is None:
+            return self.initiate(peer, None, now)
+        out: list = []
+        if not sa.dpd_peer:
+            out.append(IsakmpSAAlive(peer, sa.cookies, False, sa.nat))
+            return out
+        sa.probing = True
+        sa.dpd_seq = (sa.dpd_seq + 1) & 0xFFFFFFFF or 1
+        sa.dpd_unanswered += 1
+        self.stats["ikev1.dpd.sent"] += 1
+        self._send_info(sa, [Notification(NotifyType.R_U_THERE, ProtocolId.ISAKMP,
+                                          sa.cky_i + sa.cky_r, sa.dpd_seq.to_bytes(4, "big"))],
+                        now, out)
         return out
 
     @_counted
@@ -1550,8 +1588,12 @@ class IkeV1Engine:
                         self.stats["ikev1.dpd.acks"] += 1
                         if sa.dpd_unanswered > 1:
                             out.append(PeerAlive(sa.peer.name))
+                        if sa.probing:
+                            sa.probing = False
+                            out.append(IsakmpSAAlive(sa.peer.name, sa.cookies, True, sa.nat))
                         sa.dpd_unanswered = 0
-                        self.timers.set(("dpd", sa.our_cookie), now + sa.peer.dpd)
+                        if sa.peer.dpd:
+                            self.timers.set(("dpd", sa.our_cookie), now + sa.peer.dpd)
                     continue
                 out.append(NotifyReceived(sa.peer.name, None, p.notify_type))
 

@@ -124,10 +124,11 @@ def _kinkctl_parser() -> argparse.ArgumentParser:
     add("metrics", "Prometheus text exposition")
     add("reload", "re-read the configuration file (like SIGHUP)")
     chk = add("check", "online check of PEER: a ticket for its principal, our clock against "
-                       "the KDC's, and a STATUS to the peer (exit 1 if any fails)")
+                       "the KDC's, and a STATUS to the peer; for an IKEv1 peer its PSK file and "
+                       "an R-U-THERE (or a Main Mode) (exit 1 if any fails)")
     chk.add_argument("peer", metavar="PEER")
     chk.add_argument("--timeout", type=float, default=30.0,
-                     help="seconds to wait for the peer's STATUS answer")
+                     help="seconds to wait for the peer's answer")
     up = add("up", "negotiate the SAs of PEER (or one CHILD of it)")
     up.add_argument("target", metavar="PEER[/CHILD]")
     up.add_argument("--no-wait", action="store_true", help="return at once")
@@ -370,6 +371,18 @@ def _check_text(r: dict) -> str:
     def mark(part: dict) -> str:
         return "ok  " if part.get("ok") else "FAIL"
 
+    if r.get("exchange") == "ikev1":
+        k, s = r["psk"], r["isakmp_sa"]
+        lines = [f"{r['peer']} ({r['address']}, IKEv1, id {r['remote_id']}): "
+                 f"{'OK' if r['ok'] else 'FAILED'}"]
+        lines.append(f"  psk     {mark(k)}  {k['file'] if k.get('ok') else k.get('error')}")
+        if s.get("ok"):
+            nat = ", NAT-T" if s.get("nat") else ""
+            what = f"{s['how']} in {s['elapsed']:g}s, cookies {s['cookies']}{nat}"
+        else:
+            what = s.get("error")
+        lines.append(f"  isakmp  {mark(s)}  {what}")
+        return "\n".join(lines)
     t, c, s = r["ticket"], r["clock"], r["status"]
     lines = [f"{r['peer']} ({r['address']}, {r['principal']}): {'OK' if r['ok'] else 'FAILED'}"]
     if t.get("ok"):

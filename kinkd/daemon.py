@@ -114,6 +114,7 @@ class Daemon:
         self.waiters: dict[tuple[str, str | None], list[asyncio.Future]] = defaultdict(list)
         self.down_waiters: dict[str, list[asyncio.Future]] = defaultdict(list)
         self.status_waiters: dict[str, list[asyncio.Future]] = defaultdict(list)  # kinkctl check
+        self.ike_check_waiters: dict[str, list[asyncio.Future]] = defaultdict(list)
         self.monitors: set[control.Stream] = set()  # kinkctl monitor subscribers
         self.lent = lend.LentTickets()  # kinit-then-connect: tickets users lent us (memory only)
         self.last_failure: dict[str, dict] = {}  # peer -> last negotiation failure (status)
@@ -449,6 +450,8 @@ class Daemon:
     def _event(self, ev: Any) -> None:
         """Log an engine event as the presenter words it; answer whoever waits for it."""
         kind, peer, t = ev.kind, ev.peer, type(ev)
+        if self.ike_check_waiters and peer in self.ike_check_waiters:
+            self._answer_ike_check(ev)
         established = t is api.SAEstablished and not ev.rekeyed
         waited = (established and (self.waiters or peer in self.last_failure)) \
             or t is api.NegotiationFailed or t is api.ShutdownDone \
@@ -925,10 +928,12 @@ class Daemon:
         (the authtime of a fresh AS exchange with our keytab), and a STATUS to the peer. A
         STATUS that goes unanswered counts as a failed liveness check, as a DPD probe would."""
         name = args.get("peer")
-        p = self.config.peer(name) if isinstance(name, str) else None
+        p = self.config.any_peer(name)
         if p is None:
             raise control.ControlError(f"no peer named {name!r} in the configuration")
         timeout = float(args.get("timeout", 30))
+        if isinstance(p, cfgmod.IkePeerConfig):
+            return await self._check_ike(p, timeout)
         ticket, clock = await asyncio.gather(
             self.loop.run_in_executor(self.executor, self._check_ticket, p),
             self.loop.run_in_executor(self.executor, self._check_clock))
@@ -987,6 +992,54 @@ class Daemon:
             out["error"] = (f"our clock is {abs(skew):g}s {'ahead of' if skew > 0 else 'behind'} "
                             f"the KDC's, more than the allowed {limit:g}s")
         return out
+
+    async def _check_ike(self, p: cfgmod.IkePeerConfig, timeout: float) -> dict:
+        """``kinkctl check`` of an IKEv1 peer: the pre-shared key file, then the peer itself:
+        an R-U-THERE on the ISAKMP SA, or a Main Mode only when there is none (which proves
+        the address, the proposals, the identities and the key)."""
+        from kinkd.psk import read_psk
+
+        psk: dict[str, Any] = {"ok": True, "file": p.psk_file}
+        try:
+            await self.loop.run_in_executor(self.executor, read_psk, p.psk_file)
+        except (OSError, ValueError) as e:
+            psk = {"ok": False, "file": p.psk_file, "error": str(e)}
+        ike = getattr(self.engine, "ike", None)
+        fut = self.loop.create_future()
+        self.ike_check_waiters[p.name].append(fut)
+        started = time.monotonic()
+        self._apply(ike.probe(p.name, self.now()))
+        try:
+            phase1 = await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            phase1 = {"ok": False, "error": f"no answer within {timeout:g}s"}
+        finally:
+            waiting = self.ike_check_waiters.get(p.name, [])
+            if fut in waiting:
+                waiting.remove(fut)
+            if not waiting:
+                self.ike_check_waiters.pop(p.name, None)
+        phase1["elapsed"] = round(time.monotonic() - started, 4)
+        return {"peer": p.name, "exchange": "ikev1", "address": str(p.address),
+                "remote_id": p.remote_id or p.address.host,
+                "ok": bool(psk["ok"] and phase1["ok"]), "psk": psk, "isakmp_sa": phase1}
+
+    def _answer_ike_check(self, ev: Any) -> None:
+        """An IKEv1 event that answers a waiting ``kinkctl check`` (see _check_ike)."""
+        t = type(ev).__name__
+        if t in ("IsakmpSAEstablished", "IsakmpSAAlive"):
+            res = {"ok": True, "cookies": ev.cookies, "nat": ev.nat,
+                   "how": ("negotiated (Main Mode)" if t == "IsakmpSAEstablished" else
+                           "answered R-U-THERE" if ev.probed else
+                           "up (the peer does not do DPD)")}
+        elif (t == "NegotiationFailed" and ev.child is None) or t == "PeerDead":
+            _, message, _ = present(ev)
+            res = {"ok": False, "reason": getattr(ev, "reason", "peer-dead"), "error": message}
+        else:
+            return
+        for fut in self.ike_check_waiters.pop(ev.peer, ()):
+            if not fut.done():
+                fut.set_result(dict(res))
 
     async def _check_status(self, p: cfgmod.PeerConfig, timeout: float) -> dict:
         fut = self.loop.create_future()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ikev1.engine import IsakmpSADeleted, IsakmpSAEstablished
+from ikev1.engine import IsakmpSAAlive, IsakmpSADeleted, IsakmpSAEstablished
 from isakmp.doi import NotifyType
 from isakmp.errors import notify_reason
 from isakmp.events import (
@@ -243,6 +243,12 @@ def _isakmp_established(e: IsakmpSAEstablished) -> Presented:
              "nat": e.nat})
 
 
+def _isakmp_alive(e: IsakmpSAAlive) -> Presented:
+    how = "answered R-U-THERE" if e.probed else "is up (the peer does not do DPD)"
+    return ("debug", f"ISAKMP SA {e.cookies} {how}",
+            {"cookies": e.cookies, "probed": e.probed, "nat": e.nat})
+
+
 def _isakmp_deleted(e: IsakmpSADeleted) -> Presented:
     return ("info", f"ISAKMP SA {e.cookies} removed: {e.reason}",
             {"cookies": e.cookies, "reason": e.reason})
@@ -272,6 +278,7 @@ _PRESENT: dict[type, Callable[[Any], Presented]] = {
     InternalError: _internal_error,
     IsakmpSAEstablished: _isakmp_established,
     IsakmpSADeleted: _isakmp_deleted,
+    IsakmpSAAlive: _isakmp_alive,
 }
 
 
@@ -282,6 +289,7 @@ _FIXED_LEVEL: dict[type, str] = {
     RekeySkipped: "warning", RequestRefused: "warning", PeerRebooted: "warning",
     PeerDead: "warning", PeerAlive: "info", DeleteDone: "info", ShutdownDone: "info",
     InternalError: "error", IsakmpSAEstablished: "info", IsakmpSADeleted: "info",
+    IsakmpSAAlive: "debug",
 }
 
 

@@ -354,3 +354,45 @@ def test_reload_brings_the_first_ikev1_peer_and_takes_it_away(bed, tmp_path):
     stats = json.loads(n1.ctl("stats", "--json").stdout)["counters"]
     assert stats.get("negotiations.succeeded", 0) >= 1
     assert n1.stop() == 0 and n2.stop() == 0
+
+
+def test_kinkctl_check_of_an_ikev1_peer(bed, tmp_path):
+    """`kinkctl check` of an IKEv1 peer: its PSK file, then the peer (a Main Mode only when
+    there is no ISAKMP SA: a wrong key is named; an R-U-THERE on the ISAKMP SA when there
+    is one; no answer: exit 1)."""
+    ns, realm, n1, n2 = bed
+    good, bad = tmp_path / "good.psk", tmp_path / "bad.psk"
+    good.write_text("the right key\n")
+    bad.write_text("not the right key\n")
+    for f in (good, bad):
+        os.chmod(f, 0o600)
+    ike = {"exchange": "ikev1", "ike_proposals": ["aes128-sha256-ecp256"]}
+    child = {"name": "net", "esp_proposals": ["aes128gcm16"]}
+    write_config(n1, [{"name": "gw", "address": "198.18.0.2", "psk_file": str(good), **ike,
+                       "child": [child]}])
+    write_config(n2, [{"name": "gw1", "address": "198.18.0.1", "psk_file": str(bad), **ike,
+                       "child": [child]}])
+    n2.start()
+    n1.start()
+    r = n1.ctl("check", "gw", "--timeout", "10", check=False)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "psk     ok" in r.stdout and "isakmp  FAIL" in r.stdout, r.stdout
+    j = json.loads(n1.ctl("check", "gw", "--json", "--timeout", "10", check=False).stdout)
+    assert j["exchange"] == "ikev1" and j["psk"]["ok"] and not j["isakmp_sa"]["ok"]
+    assert j["isakmp_sa"]["reason"] in ("psk-mismatch", "authentication-failed"), j
+    write_config(n2, [{"name": "gw1", "address": "198.18.0.1", "psk_file": str(good), **ike,
+                       "child": [child]}])
+    assert n2.ctl("reload", check=False).returncode == 0
+    r = n1.ctl("check", "gw", "--timeout", "10", check=False)
+    assert r.returncode == 0 and "negotiated (Main Mode)" in r.stdout, r.stdout + r.stderr
+    assert n1.ctl_json("sas")["sas"] == []  # phase 1 only: no child SA
+    r = n1.ctl("check", "gw", "--timeout", "10", check=False)
+    assert r.returncode == 0 and "answered R-U-THERE" in r.stdout, r.stdout
+    n2.proc.kill()
+    n2.proc.wait()
+    r = n1.ctl("check", "gw", "--timeout", "2", check=False)
+    assert r.returncode == 1 and "no answer within 2s" in r.stdout, r.stdout
+    os.chmod(good, 0o644)  # the key file as the daemon would refuse it at load
+    j = json.loads(n1.ctl("check", "gw", "--json", "--timeout", "1", check=False).stdout)
+    assert not j["psk"]["ok"] and "readable" in j["psk"]["error"], j
+    assert n1.stop() == 0
