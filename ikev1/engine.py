@@ -287,6 +287,14 @@ def _responder_lifetime(payloads: list, secs: int | None, kbs: int | None
     return secs, kbs
 
 
+def _names_by_address(peers: tuple[PeerConfig, ...]) -> dict[str, tuple[str, ...]]:
+    """Peer names by their configured address (several entries may name one host)."""
+    out: dict[str, list[str]] = {}
+    for p in peers:
+        out.setdefault(p.address, []).append(p.name)
+    return {a: tuple(n) for a, n in out.items()}
+
+
 def _nat_hash(params: Phase1Params, cky_i: bytes, cky_r: bytes, addr: tuple[str, int]) -> bytes:
     ip = ipaddress.ip_address(addr[0]).packed
     return params.hash_function(cky_i + cky_r + ip + addr[1].to_bytes(2, "big")).digest()
@@ -410,6 +418,7 @@ class IkeV1Engine:
         self.timers = TimerHeap()
         self._peers = {p.name: p for p in config.peers}
         self._by_addr = {ipaddress.ip_address(p.address).compressed: p for p in config.peers}
+        self._by_host = _names_by_address(config.peers)
         self._sas: dict[bytes, IsakmpSA] = {}  # our cookie -> SA
         self._mm1: dict[tuple[bytes, str], bytes] = {}  # (CKY-I, peer ip) -> our CKY-R
         #: responder SAs before message 5, oldest first
@@ -590,6 +599,7 @@ class IkeV1Engine:
         self.config = config
         self._peers = {p.name: p for p in config.peers}
         self._by_addr = {ipaddress.ip_address(p.address).compressed: p for p in config.peers}
+        self._by_host = _names_by_address(config.peers)
         for sa in self._sas.values():
             if sa.peer.name in self._peers:
                 sa.peer = self._peers[sa.peer.name]
@@ -1063,10 +1073,15 @@ class IkeV1Engine:
 
     def _initial_contact(self, sa: IsakmpSA) -> list[Payload]:
         """N(INITIAL-CONTACT) when we hold nothing with the peer (RFC 2407 §4.6.3.3): the
-        peer drops whatever it still has of an earlier life of ours."""
-        name = sa.peer.name
-        if self.sadb.by_peer(name) or any(
-                s.established for s in self._sas.values() if s.peer.name == name):
+        peer drops whatever it still has of an earlier life of ours. The peer is the remote
+        host: SAs held under another peer entry with the same address count too (the peer
+        finds its peer by our address and would drop those as well)."""
+        address = sa.peer.address
+        for s in self._sas.values():
+            if s.established and s.peer.address == address:
+                return []
+        by_peer = self.sadb.by_peer
+        if any(by_peer(name) for name in self._by_host.get(address, ())):
             return []
         return [Notification(NotifyType.INITIAL_CONTACT, ProtocolId.ISAKMP,
                              sa.cky_i + sa.cky_r)]

@@ -354,6 +354,24 @@ def test_initial_contact_clears_an_earlier_life():
     assert eb.stats["ikev1.initial_contact"] == 2 and len(eb.sas()) == 1
 
 
+def test_no_initial_contact_while_another_peer_entry_holds_sas_with_the_host():
+    """Two peer entries for one host (other children, proposals or identities): the second
+    one's Main Mode carries no INITIAL-CONTACT, which would make the host drop the SAs of
+    the first (it finds its peer by our address: one peer for both entries)."""
+    ea, eb = pair()
+    second = PeerConfig("b2", B, PSK, ("aes128-sha256-modp2048",), (
+        child(f"{A}/32[tcp/80]", f"{B}/32", esp_proposals=("aes128-sha256",)),))
+    ea = IkeV1Engine(EngineConfig(A, (*ea.config.peers, second), nat_traversal=False),
+                     rng=random.Random(1))
+    net = established(ea, eb)
+    assert eb.stats["ikev1.initial_contact"] == 1
+    net.run(A, ea.initiate("b2", "net", 1.0), now=1.0)
+    assert eb.stats["ikev1.initial_contact"] == 1
+    assert not net.of(B, IsakmpSADeleted) and not net.of(B, SADeleted)
+    assert len(eb.sas()) == 2 and sum(s.established for s in eb._sas.values()) == 2
+    assert {r.peer for r in ea.sas()} == {"b", "b2"}
+
+
 def test_phase1_rekey_before_expiry_and_delete_at_expiry():
     ea, eb = pair(ike_a=("aes128-sha256-ecp256",))
     net = established(ea, eb)
