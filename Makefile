@@ -68,8 +68,8 @@ $(VENV)/.installed: pyproject.toml
 fresh-test:
 	scripts/fresh-machine-test.sh
 
-# Benchmarks (not part of the test suite): KINK vs strongSwan, see README "Benchmarks".
-# `make bench` (about 10 minutes) or `make bench QUICK=1` (about 3 minutes) write
+# Benchmarks (not part of the test suite): KINK and IKEv1 vs strongSwan, see README "Benchmarks".
+# `make bench` (about 11 minutes) or `make bench QUICK=1` (about 3.5 minutes) write
 # bench/results/latest.json and bench/results/latency.png.
 QUICK ?=
 bench: deps

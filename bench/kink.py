@@ -160,6 +160,49 @@ class Result:
         return self.ok / self.seconds if self.seconds > 0 else 0.0
 
 
+def drive(ini: Node, res: Node, op: str, targets: list[tuple[str, str | None]], *,
+          concurrency: int = 1, rate: float = 0.0, timeout: float = 30.0) -> Result:
+    """Run one ``bench`` control command on the initiator ``ini`` (in chunks: the control
+    line limit); CPU deltas of both daemons from /proc."""
+    ini_pid, res_pid = ini.proc.pid, res.proc.pid
+    c0i, c0r = cpu_seconds(ini_pid), cpu_seconds(res_pid)
+    lat: list[float] = []
+    ok = failed = 0
+    seconds = 0.0
+    sas = 0
+    chunk = 20000
+    for i in range(0, len(targets), chunk):
+        part = [list(t) for t in targets[i:i + chunk]]
+        r = control.call(ini.socket, "bench",
+                         {"op": op, "targets": part, "concurrency": concurrency,
+                          "rate": rate, "timeout": timeout},
+                         timeout=timeout + 60 + len(part) / 50)
+        lat += r["latency_ms"]
+        ok += r["ok"]
+        failed += r["failed"]
+        seconds += r["seconds"]
+        sas = r["sas"]
+    return Result(op, len(targets), ok, failed, seconds, lat,
+                  cpu_seconds(ini_pid) - c0i, cpu_seconds(res_pid) - c0r, sas)
+
+
+def wait_ready(n: Node, timeout: float = 300) -> None:
+    """Until the daemon answers ``status`` on its control socket (RuntimeError with its log
+    when it exits first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if n.proc.poll() is not None:
+            raise RuntimeError(f"kinkd {n.name} exited {n.proc.returncode}:\n{n.log()[-4000:]}")
+        if os.path.exists(n.socket):
+            try:
+                control.call(n.socket, "status", timeout=10)
+                return
+            except (control.ControlError, OSError):
+                pass
+        time.sleep(0.1)
+    raise RuntimeError(f"kinkd {n.name} not ready after {timeout}s")
+
+
 class KinkBench:
     """A realm plus an initiator/responder kinkd pair configured with ``sets``."""
 
@@ -200,18 +243,7 @@ class KinkBench:
             self._wait_ready(n)
 
     def _wait_ready(self, n: Node, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if n.proc.poll() is not None:
-                raise RuntimeError(f"kinkd {n.name} exited {n.proc.returncode}:\n{n.log()[-4000:]}")
-            if os.path.exists(n.socket):
-                try:
-                    control.call(n.socket, "status", timeout=10)
-                    return
-                except (control.ControlError, OSError):
-                    pass
-            time.sleep(0.1)
-        raise RuntimeError(f"kinkd {n.name} not ready after {timeout}s")
+        wait_ready(n, timeout)
 
     def close(self) -> None:
         for n in (self.ini, self.res):
@@ -231,27 +263,9 @@ class KinkBench:
 
     def bench(self, op: str, targets: list[tuple[str, str | None]], *, concurrency: int = 1,
               rate: float = 0.0, timeout: float = 30.0) -> Result:
-        """Run one bench command on the initiator (in chunks: the control line limit)."""
-        ini_pid, res_pid = self.ini.proc.pid, self.res.proc.pid
-        c0i, c0r = cpu_seconds(ini_pid), cpu_seconds(res_pid)
-        lat: list[float] = []
-        ok = failed = 0
-        seconds = 0.0
-        sas = 0
-        chunk = 20000
-        for i in range(0, len(targets), chunk):
-            part = [list(t) for t in targets[i:i + chunk]]
-            r = control.call(self.ini.socket, "bench",
-                             {"op": op, "targets": part, "concurrency": concurrency,
-                              "rate": rate, "timeout": timeout},
-                             timeout=timeout + 60 + len(part) / 50)
-            lat += r["latency_ms"]
-            ok += r["ok"]
-            failed += r["failed"]
-            seconds += r["seconds"]
-            sas = r["sas"]
-        return Result(op, len(targets), ok, failed, seconds, lat,
-                      cpu_seconds(ini_pid) - c0i, cpu_seconds(res_pid) - c0r, sas)
+        """Run one bench command on the initiator (see :func:`drive`)."""
+        return drive(self.ini, self.res, op, targets, concurrency=concurrency, rate=rate,
+                     timeout=timeout)
 
     def warm(self, prefix: str) -> Result:
         """STATUS to every peer of a set: each peer's service ticket (and, for U2U, the

@@ -75,14 +75,17 @@ def free_udp_port(hosts=("127.0.0.1", "127.0.0.2")) -> int:
 
 @dataclass
 class Node:
-    """One kinkd process (``python -m bench.driver``) with its directory and control socket."""
+    """One kinkd process (``python -m bench.driver``) with its directory and control socket
+    (``realm`` None: no Kerberos realm, e.g. a daemon with IKEv1 peers only)."""
 
     name: str  # host name in the realm, e.g. host1.kink.test
     address: str
     port: int
     directory: Path
-    realm: Realm
+    realm: Realm | None
     proc: subprocess.Popen | None = None
+    #: command prefix, e.g. ``["ip", "netns", "exec", NS]`` (it must exec, keeping the pid)
+    wrap: list[str] = field(default_factory=list)
 
     @property
     def config_path(self) -> Path:
@@ -97,11 +100,14 @@ class Node:
         return self.directory / "kinkd.log"
 
     def start(self) -> None:
-        env = {**self.realm.env, "KRB5CCNAME": f"FILE:{self.directory}/unused-ccache",
+        base = self.realm.env if self.realm is not None else {
+            k: v for k, v in os.environ.items() if not k.startswith("KRB5")}
+        env = {**base, "KRB5CCNAME": f"FILE:{self.directory}/unused-ccache",
                "KRB5RCACHEDIR": str(self.directory)}
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.driver", "--config", str(self.config_path)],
+                [*self.wrap, sys.executable, "-m", "bench.driver", "--config",
+                 str(self.config_path)],
                 env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT)
 

@@ -4,11 +4,14 @@
 Usage (as root; ``make bench`` / ``make bench QUICK=1`` run this)::
 
     python bench/run.py [--quick] [--out bench/results] [--no-strongswan] [--no-kink]
+                        [--no-scale] [--no-ikev1]
+
+(``--no-kink --no-strongswan``: the IKEv1 section alone, with its own strongSwan half.)
 
 Writes ``<out>/latest.json`` (``machine``, ``versions``, ``settings``, ``figures`` with
 ``{min, median, max, unit, n}`` per name; ``n`` = repetitions or samples), ``<out>/latency.png``
 (latency percentiles against offered rate) and prints a table with the KINK/strongSwan
-ratios and the targets of issue #8. See the "Benchmarks" section of README.md.
+ratios and the targets of issues #8 and #15. See the "Benchmarks" section of README.md.
 
 Sections:
 
@@ -23,6 +26,11 @@ Sections:
   in ``settings``) and the concurrency-8 CREATE rate with 100 vs 100,000 SAs held.
 * strongSwan (two namespaces, kernel-libipsec): IKE_SA+CHILD_SA setups at concurrency 1 and 8,
   CHILD_SA-only creation in one IKE_SA at concurrency 1 and 8.
+* IKEv1 (``bench/ikev1.py``; two kinkd processes, then two charons, in the same two
+  namespaces in every repetition): Main Mode (PSK, aes128-sha256-ecp256) + Quick Mode with a
+  fresh ISAKMP SA per setup, and Quick Mode only on one live ISAKMP SA, at concurrency 1
+  and 8: ``ikev1.{mmqm,qm}.c{1,8}.per_s`` and ``swan.ikev1.{mmqm,qm}.c{1,8}.per_s``, CPU ms
+  per setup of each daemon and latencies.
 """
 
 from __future__ import annotations
@@ -46,10 +54,12 @@ from bench.kink import KinkBench, PeerSet, loopback_ok, rss_bytes  # noqa: E402
 
 FULL = dict(reps=3, c1=600, c8=2000, c64=2000, pfs=600, u2u=600, rekey=1500, delete=1500,
             sweep=(0.1, 0.25, 0.5, 0.75, 0.9), sweep_seconds=3.0, scale=(10_000, 100_000),
-            scale_batch=2000, swan_c1=400, swan_c8=1000, swan_child=2000, swan_child_c1=500)
+            scale_batch=2000, swan_c1=400, swan_c8=1000, swan_child=2000, swan_child_c1=500,
+            ike_mmqm_c1=300, ike_mmqm_c8=1000, ike_qm_c1=600, ike_qm_c8=2000)
 QUICK = dict(reps=3, c1=300, c8=1000, c64=1000, pfs=300, u2u=300, rekey=600, delete=600,
              sweep=(0.25, 0.5, 0.9), sweep_seconds=1.2, scale=(10_000,),
-             scale_batch=1000, swan_c1=200, swan_c8=500, swan_child=800, swan_child_c1=300)
+             scale_batch=1000, swan_c1=200, swan_c8=500, swan_child=800, swan_child_c1=300,
+             ike_mmqm_c1=150, ike_mmqm_c8=400, ike_qm_c1=250, ike_qm_c8=800)
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -308,6 +318,70 @@ class Swan:
         sb.stop()
 
 
+# --- IKEv1 ----------------------------------------------------------------------------------
+
+
+def ikev1_section(S: dict, F: Figures, plot: dict, notes: list, versions: dict) -> None:
+    """kinkd's IKEv1 (two kinkd processes) against charon's IKEv1, in the same two network
+    namespaces, both in every repetition (kinkd first, then the charons: both use port 500).
+    Main Mode + Quick Mode with a fresh ISAKMP SA per setup, and Quick Mode only on one live
+    ISAKMP SA, each at concurrency 1 and 8 (see bench/ikev1.py)."""
+    from bench.ikev1 import IkeBench
+    from bench.strongswan import ensure_installed
+
+    ok, reason = ensure_installed()
+    if not ok:
+        notes.append(f"IKEv1 section skipped: {reason}")
+        log(notes[-1])
+        return
+    mm = {1: S["ike_mmqm_c1"], 8: S["ike_mmqm_c8"]}
+    qm = {1: S["ike_qm_c1"], 8: S["ike_qm_c8"]}
+    with tempfile.TemporaryDirectory(prefix="kinkd-bench-ikev1-") as tmp, \
+            IkeBench(Path(tmp), sum(mm.values()), sum(qm.values()), swan_conns=max(mm.values()),
+                     swan_children=max(qm.values())) as ib:
+        for rep in range(S["reps"]):
+            t0 = time.monotonic()
+            ib.kinkd_up()
+            log(f"IKEv1 rep {rep + 1}: kinkd pair up in {time.monotonic() - t0:.1f}s")
+            for kind, counts, run in (("mmqm", mm, ib.kinkd_mmqm), ("qm", qm, ib.kinkd_qm)):
+                for c, n in counts.items():
+                    r = run(n, c)
+                    check(r)
+                    _ike_figures(F, plot, f"ikev1.{kind}.c{c}", r, c)
+                    log(f"IKEv1 rep {rep + 1} kinkd {kind} c{c}: {r.per_s:.0f}/s, CPU/setup ini "
+                        f"{r.cpu_ini / r.ok * 1e3:.2f} res {r.cpu_res / r.ok * 1e3:.2f} ms, p50 "
+                        f"{pct(r.latency_ms, 50):.2f} ms")
+            counters = ib.kinkd_stats()
+            bad = {f"{who}:{k}": v for who, cs in counters.items() for k, v in cs.items()
+                   if v and (".failed." in k or "timeouts" in k or "retransmits" in k
+                             or "initial_contact" in k and v > 1)}
+            if bad:
+                notes.append(f"kinkd IKEv1 rep {rep + 1}: {bad}")
+            ib.kinkd_down()
+            for kind, counts, run in (("mmqm", mm, ib.swan_mmqm), ("qm", qm, ib.swan_qm)):
+                for c, n in counts.items():
+                    r = run(n, c)
+                    _ike_figures(F, plot, f"swan.ikev1.{kind}.c{c}", r, c)
+                    log(f"IKEv1 rep {rep + 1} strongSwan {kind} c{c}: {r.per_s:.0f}/s, CPU/setup "
+                        f"ini {r.cpu_ini / r.ok * 1e3:.2f} res {r.cpu_res / r.ok * 1e3:.2f} ms")
+            if "strongswan" not in versions:
+                versions["strongswan"] = ib.swan.version()
+            ib.swan.stop()
+
+
+def _ike_figures(F: Figures, plot: dict, prefix: str, r, c: int) -> None:
+    """``<prefix>.per_s``, CPU ms per setup of each side, latency p50/p99."""
+    unit = "setups/s" if ".mmqm." in prefix else "SAs/s"
+    F.add(f"{prefix}.per_s", r.per_s, unit)
+    side, rest = prefix.split(".c")[0], f"c{c}"
+    F.add(f"{side}.cpu_ms_per_setup.{rest}.initiator", r.cpu_ini / r.ok * 1e3, "ms")
+    F.add(f"{side}.cpu_ms_per_setup.{rest}.responder", r.cpu_res / r.ok * 1e3, "ms")
+    F.add(f"{side}.latency_ms.{rest}.p50", pct(r.latency_ms, 50), "ms")
+    F.add(f"{side}.latency_ms.{rest}.p99", pct(r.latency_ms, 99), "ms")
+    plot.setdefault(side, []).append(
+        (c, r.per_s, pct(r.latency_ms, 50), pct(r.latency_ms, 90), pct(r.latency_ms, 99)))
+
+
 # --- report ---------------------------------------------------------------------------------
 
 
@@ -317,7 +391,14 @@ REQUIRED = ["kink.create.c1.per_s", "kink.create.c8.per_s", "kink.create.c64.per
             "kink.delete.per_s", "kink.cpu_ms_per_sa.responder.held_100",
             "kink.cpu_ms_per_sa.responder.held_100000",
             "kink.create.c8.responder_held_100000.per_s", "strongswan.ike_child.c1.per_s", "strongswan.ike_child.c8.per_s",
-            "strongswan.child_only.per_s"]
+            "strongswan.child_only.per_s",
+            "ikev1.mmqm.c1.per_s", "ikev1.mmqm.c8.per_s", "ikev1.qm.c1.per_s", "ikev1.qm.c8.per_s",
+            "swan.ikev1.mmqm.c1.per_s", "swan.ikev1.mmqm.c8.per_s", "swan.ikev1.qm.c1.per_s",
+            "swan.ikev1.qm.c8.per_s"]
+
+#: kinkd IKEv1 / strongSwan IKEv1 in the table
+IKEV1_RATIOS = [(f"ikev1.{k}.c{c}.per_s", f"swan.ikev1.{k}.c{c}.per_s")
+                for k in ("mmqm", "qm") for c in (1, 8)]
 
 
 def med(figs: dict, name: str) -> float | None:
@@ -355,6 +436,13 @@ def targets(figs: dict) -> list[tuple[str, bool | None, str]]:
     r = ratio("kink.create.c8.at_100000.per_s", "kink.create.c8.at_100.per_s")
     out.append(("rate at 100,000 held within 10% of rate at 100",
                 None if r is None else r >= 0.9, "n/a" if r is None else f"{r:.2f}"))
+    # issue #15: IKEv1 against strongSwan's IKEv1 in the same run
+    r = ratio("ikev1.mmqm.c8.per_s", "swan.ikev1.mmqm.c8.per_s")
+    out.append(("IKEv1 Main+Quick ecp256 c8 >= 1.0x strongSwan", None if r is None else r >= 1.0,
+                "n/a" if r is None else f"{r:.2f}x"))
+    r = ratio("ikev1.qm.c8.per_s", "swan.ikev1.qm.c8.per_s")
+    out.append(("IKEv1 Quick Mode only c8 >= 2x strongSwan", None if r is None else r >= 2.0,
+                "n/a" if r is None else f"{r:.2f}x"))
     return out
 
 
@@ -377,8 +465,13 @@ def table(doc: dict) -> str:
         x, y = med(figs, a), med(figs, b)
         if x is not None and y:
             lines.append(f"  {a} / {b} = {x / y:.2f}")
+    lines.append("kinkd IKEv1 / strongSwan IKEv1 (medians):")
+    for a, b in IKEV1_RATIOS:
+        x, y = med(figs, a), med(figs, b)
+        if x is not None and y:
+            lines.append(f"  {a} / {b} = {x / y:.2f}")
     lines.append("")
-    lines.append("targets (issue #8):")
+    lines.append("targets (issues #8, #15):")
     for what, ok, val in targets(figs):
         mark = "n/a " if ok is None else ("MET " if ok else "MISS")
         lines.append(f"  [{mark}] {what}: {val}")
@@ -403,7 +496,11 @@ def make_plot(plot: dict, path: Path) -> str | None:
             ax.plot(xs, [s[2 + i] for s in sweep], style, label=f"KINK {label} (open loop)")
     for key, label, marker in (("kink_closed", "KINK closed loop", "x"),
                                ("swan_ike", "strongSwan IKE+CHILD", "D"),
-                               ("swan_child", "strongSwan CHILD only", "v")):
+                               ("swan_child", "strongSwan CHILD only", "v"),
+                               ("ikev1.mmqm", "kinkd IKEv1 Main+Quick", "P"),
+                               ("ikev1.qm", "kinkd IKEv1 Quick only", "*"),
+                               ("swan.ikev1.mmqm", "strongSwan IKEv1 Main+Quick", "d"),
+                               ("swan.ikev1.qm", "strongSwan IKEv1 Quick only", "^")):
         pts = plot.get(key, [])
         if not pts:
             continue
@@ -486,6 +583,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-strongswan", action="store_true")
     ap.add_argument("--no-kink", action="store_true")
     ap.add_argument("--no-scale", action="store_true", help="skip the 10,000/100,000 SA part")
+    ap.add_argument("--no-ikev1", action="store_true",
+                    help="skip the IKEv1 section (kinkd and strongSwan IKEv1)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/run.py needs root (namespaces for strongSwan, the bench control command)",
@@ -508,7 +607,21 @@ def main(argv: list[str] | None = None) -> int:
                 "strongswan": {"transport": "two netns, veth, kernel-libipsec (UDP-encapsulated)",
                                "ike": "IKEv2 PSK aes128gcm16-prfsha256-x25519",
                                "esp": "aes128gcm16", "driver": "vici initiate (blocking), 1 or 8 "
-                                                               "sessions"}}
+                                                               "sessions; done when the initiator "
+                                                               "has installed every CHILD_SA "
+                                                               "(child-updown events)"},
+                "ikev1": {"transport": "two netns, veth 198.18.1.1 <-> 198.18.1.2 (kinkd and "
+                                       "charon in the same namespaces, one after the other)",
+                          "ike": "Main Mode PSK aes128-sha256-ecp256",
+                          "esp": "aes128-sha256 tunnel, no PFS",
+                          "kinkd": "memory backend, no state file, log level warning, bench "
+                                   "control command; Main+Quick: one IKEv1 peer per setup "
+                                   "(fresh ISAKMP SA each); Quick only: children of one peer "
+                                   "on its live ISAKMP SA",
+                          "strongswan": "kernel-libipsec (UDP-encapsulated), unique = never; "
+                                        "Main+Quick: one connection per setup (charon reuses an "
+                                        "IKEv1 SA of an equal config whatever reuse_ikesa says); "
+                                        "Quick only: children of one IKE_SA"}}
     vers = versions()
     settings["loadavg_at_start"] = open("/proc/loadavg").read().split()[:3]
     started = time.monotonic()
@@ -528,6 +641,8 @@ def main(argv: list[str] | None = None) -> int:
                 kink_rates(S, F, plot, between=sw.rep if sw is not None else None)
                 if not args.no_scale:
                     kink_scale(S, F, settings)
+            if not args.no_ikev1:
+                ikev1_section(S, F, plot, notes, vers)
     except Exception as e:  # noqa: BLE001 - write what we have, then fail
         notes.append(f"run failed: {type(e).__name__}: {e}")
         log(notes[-1])

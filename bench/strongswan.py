@@ -15,7 +15,17 @@ imports nothing from the test suite), with a strongswan.conf tuned for load:
   IKE_SA), ``yes`` for CHILD_SA-only creation (one IKE_SA, many children that differ by
   a port in the initiator's selector: one CHILD_SA per identical selector per IKE_SA).
 
-Both charons are restarted for every repetition, so every repetition starts empty.
+Both charons are restarted for every measurement, so every measurement starts empty. A
+measurement ends when the initiator has installed one CHILD_SA per initiate (counted from
+vici ``child-updown`` events): charon answers a blocking ``initiate`` as soon as *any*
+CHILD_SA of the IKE_SA it used is installed, so with several initiates in flight on one
+IKE_SA (CHILD_SA-only creation) the answers alone overstate the rate.
+
+``SwanBench(version=1, ...)`` configures IKEv1 instead (Main Mode PSK + Quick Mode, used by
+``bench/ikev1.py``): ``unique = never`` on both sides (no INITIAL_CONTACT), and, since
+charon always reuses an IKEv1 SA whose peer config is equal to the one initiated (whatever
+``reuse_ikesa`` says), ``n_conns`` connections that differ only by their IKE ``rekey_time``
+give one fresh Main Mode per setup.
 """
 
 from __future__ import annotations
@@ -126,12 +136,20 @@ charon {{
 
 
 def swanctl_conf(me: str, peer: str, my_net: str, peer_net: str, n_children: int,
-                 initiator: bool) -> str:
+                 initiator: bool, *, version: int = 2, ike: str = IKE_PROPOSAL,
+                 esp: str = ESP_PROPOSAL, n_conns: int = 0) -> str:
+    """``version`` 1: IKEv1 Main Mode (PSK) + Quick Mode, ``unique = never`` (no
+    INITIAL_CONTACT, so IKE_SAs set up side by side do not replace one another).
+
+    ``n_conns`` (initiator, IKEv1): connections ``b0`` .. with one child ``c`` each. charon
+    reuses an IKEv1 SA of an equal peer config whatever ``reuse_ikesa`` says, so each of
+    these differs (by its IKE ``rekey_time``, one second apart) and initiating its child
+    always runs a new Main Mode."""
     children = [f"""\
             c {{
                 local_ts = {my_net}
                 remote_ts = {peer_net}
-                esp_proposals = {ESP_PROPOSAL}
+                esp_proposals = {esp}
                 start_action = none
                 dpd_action = none
             }}"""]
@@ -141,19 +159,46 @@ def swanctl_conf(me: str, peer: str, my_net: str, peer_net: str, n_children: int
             k{i} {{
                 local_ts = {my_net}[tcp/{10000 + i}]
                 remote_ts = {peer_net}
-                esp_proposals = {ESP_PROPOSAL}
+                esp_proposals = {esp}
                 start_action = none
             }}""")
     body = "\n".join(children)
-    return f"""\
-connections {{
-    bench {{
-        version = 2
+    extra = "".join(f"""\
+    b{i} {{
+        version = {version}
         local_addrs = {me}
         remote_addrs = {peer}
-        proposals = {IKE_PROPOSAL}
+        proposals = {ike}
         dpd_delay = 0
-        unique = no
+        unique = never
+        rekey_time = {14400 + i}s
+        local {{
+            auth = psk
+            id = {me}
+        }}
+        remote {{
+            auth = psk
+            id = {peer}
+        }}
+        children {{
+            c {{
+                local_ts = {my_net}[tcp/{20000 + i}]
+                remote_ts = {peer_net}
+                esp_proposals = {esp}
+                start_action = none
+            }}
+        }}
+    }}
+""" for i in range(n_conns if initiator else 0))
+    return f"""\
+connections {{
+{extra}    bench {{
+        version = {version}
+        local_addrs = {me}
+        remote_addrs = {peer}
+        proposals = {ike}
+        dpd_delay = 0
+        unique = {"never" if version == 1 else "no"}
         mobike = no
         local {{
             auth = psk
@@ -260,10 +305,14 @@ class SwanBench:
 
     ADDRS = (("198.18.1.1", "198.19.1.1/24"), ("198.18.1.2", "198.19.2.1/24"))
 
-    def __init__(self, workdir: Path, n_children: int = 4000):
+    def __init__(self, workdir: Path, n_children: int = 4000, *, tag: str = "swb",
+                 version: int = 2, ike: str = IKE_PROPOSAL, esp: str = ESP_PROPOSAL,
+                 n_conns: int = 0):
         self.workdir = Path(workdir)
         self.n_children = n_children
-        self.ns = (f"kb-{os.getpid()}-swb-a", f"kb-{os.getpid()}-swb-b")
+        self.n_conns = n_conns  # IKEv1: connections b0 .. for fresh IKE_SAs (swanctl_conf)
+        self.ike_version, self.ike, self.esp = version, ike, esp
+        self.ns = (f"kb-{os.getpid()}-{tag}-a", f"kb-{os.getpid()}-{tag}-b")
         self.created: list[str] = []
         self.ini: Charon | None = None
         self.res: Charon | None = None
@@ -310,7 +359,9 @@ class SwanBench:
             (inst.directory / "swanctl").mkdir()
             (inst.directory / "strongswan.conf").write_text(strongswan_conf(inst, reuse_ikesa))
             (inst.directory / "swanctl" / "swanctl.conf").write_text(
-                swanctl_conf(me, peer, mine, theirs, self.n_children, is_ini))
+                swanctl_conf(me, peer, mine, theirs, self.n_children, is_ini,
+                             version=self.ike_version, ike=self.ike, esp=self.esp,
+                             n_conns=self.n_conns))
         self.res.start(timeout=20)
         self.ini.start(timeout=20)
         self.res.load()
@@ -325,8 +376,9 @@ class SwanBench:
     def _pids(self) -> tuple[int, int]:
         return self.ini.proc.pid, self.res.proc.pid
 
-    def _drive(self, names: list[str], concurrency: int) -> SwanResult:
-        """Initiate every child name in ``names`` with ``concurrency`` blocking vici sessions."""
+    def _drive(self, names: list[str] | list[tuple[str, str]], concurrency: int) -> SwanResult:
+        """Initiate every child in ``names`` (a child of connection ``bench``, or a pair
+        (child, connection)) with ``concurrency`` blocking vici sessions."""
         lat: list[float] = []
         errors: list[str] = []
         lock = threading.Lock()
@@ -341,9 +393,10 @@ class SwanBench:
                         name = next(it, None)
                     if name is None:
                         return
+                    child, ike = (name, "bench") if isinstance(name, str) else name
                     t0 = time.perf_counter()
                     try:
-                        s.initiate(name, "bench")
+                        s.initiate(child, ike)
                     except (ViciError, OSError) as e:
                         with lock:
                             errors.append(str(e))
@@ -352,23 +405,53 @@ class SwanBench:
                     with lock:
                         lat.append(dt)
 
+        # charon answers a blocking initiate when any CHILD_SA of its IKE_SA is installed:
+        # with several initiates in flight on one IKE_SA some return before their own
+        # CHILD_SA is up. The run ends when the initiator has installed one per name.
+        ups: list[float] = []
+        watch = Session(str(self.ini.vici), timeout=120)
+        watch.register("child-updown")
+
+        def watcher() -> None:
+            try:
+                while len(ups) < len(names):
+                    _name, msg = watch.event()
+                    if msg.get("up") == "yes":
+                        ups.append(time.perf_counter())
+            except (ViciError, OSError):
+                pass
+
         pi, pr = self._pids()
         ci, cr = cpu_seconds(pi), cpu_seconds(pr)
         t0 = time.perf_counter()
+        w = threading.Thread(target=watcher, daemon=True)
+        w.start()
         threads = [threading.Thread(target=worker, args=(s,)) for s in sessions]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        seconds = time.perf_counter() - t0
-        return SwanResult(len(names), len(lat), seconds, cpu_seconds(pi) - ci,
+        answered = time.perf_counter()
+        w.join(timeout=30 if not errors else 1)
+        end = time.perf_counter() if w.is_alive() else max(answered, ups[-1] if ups else 0)
+        watch.close()
+        seconds = end - t0
+        ok = min(len(lat), len(ups))
+        if len(ups) < len(lat):
+            errors.append(f"{len(lat)} initiates answered, {len(ups)} CHILD_SAs installed")
+        return SwanResult(len(names), ok, seconds, cpu_seconds(pi) - ci,
                           cpu_seconds(pr) - cr, lat, errors[:5])
 
     def ike_child(self, n: int, concurrency: int) -> SwanResult:
-        """n full IKE_SA + CHILD_SA setups (fresh charons, reuse_ikesa = no)."""
+        """n full IKE_SA + CHILD_SA setups (fresh charons, reuse_ikesa = no; IKEv1: one
+        connection ``b<i>`` per setup, see :func:`swanctl_conf`)."""
         self.start(reuse_ikesa=False)
         with Session(str(self.ini.vici)) as s:  # warm-up: one setup (plugins, first packets)
             s.initiate("c", "bench")
+        if self.ike_version == 1:
+            if n > self.n_conns:
+                raise ValueError(f"only {self.n_conns} IKEv1 connections configured")
+            return self._drive([("c", f"b{i}") for i in range(n)], concurrency)
         return self._drive(["c"] * n, concurrency)
 
     def child_only(self, n: int, concurrency: int) -> SwanResult:

@@ -8,8 +8,11 @@ A message is a sequence of elements: 1 SECTION_START (name), 2 SECTION_END, 3 KE
 (name, ``u16 len`` + value), 4 LIST_START (name), 5 LIST_ITEM (``u16 len`` + value),
 6 LIST_END.
 
-Only commands (no event streams) are used: ``initiate`` blocks in charon until the SA is up
-(or failed) and then answers ``success``/``errmsg``.
+Commands: ``initiate`` blocks in charon until the SA is up (or failed) and then answers
+``success``/``errmsg``. charon releases a blocking ``initiate`` when *a* CHILD_SA of that
+IKE_SA is installed, not necessarily the one it started, so with several initiates on one
+IKE_SA the harness also counts ``child-updown`` events on a session of its own
+(:meth:`Session.register`, :meth:`Session.event`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import time
 from typing import Any
 
 CMD_REQUEST, CMD_RESPONSE, CMD_UNKNOWN = 0, 1, 2
-EVENT = 7
+EVENT_REGISTER, EVENT_CONFIRM, EVENT_UNKNOWN, EVENT = 3, 5, 6, 7
 SECTION_START, SECTION_END, KEY_VALUE, LIST_START, LIST_ITEM, LIST_END = 1, 2, 3, 4, 5, 6
 
 
@@ -141,6 +144,24 @@ class Session:
             if pkt[0] == EVENT:  # not registered for any, but be tolerant
                 continue
             raise ViciError(f"vici: unexpected packet type {pkt[0]}")
+
+    def register(self, event: str) -> None:
+        """Receive ``event`` on this session from now on (read them with :meth:`event`)."""
+        body = bytes([EVENT_REGISTER]) + _name(event)
+        self.sock.sendall(struct.pack(">I", len(body)) + body)
+        (ln,) = struct.unpack(">I", self._recv_exact(4))
+        pkt = self._recv_exact(ln)
+        if pkt[0] != EVENT_CONFIRM:
+            raise ViciError(f"vici: cannot register for {event!r} (packet type {pkt[0]})")
+
+    def event(self) -> tuple[str, dict[str, Any]]:
+        """The next event of a registered session (blocks; the session's timeout)."""
+        while True:
+            (ln,) = struct.unpack(">I", self._recv_exact(4))
+            pkt = self._recv_exact(ln)
+            if pkt[0] == EVENT:
+                n = pkt[1]
+                return pkt[2:2 + n].decode(), decode_message(pkt[2 + n:])
 
     def initiate(self, child: str, ike: str | None = None, timeout_ms: int = 30000) -> None:
         msg: dict[str, Any] = {"child": child, "timeout": timeout_ms, "init-limits": "no"}

@@ -308,6 +308,14 @@ def _responder_lifetime(payloads: list, secs: int | None, kbs: int | None
     return secs, kbs
 
 
+def _names_by_address(peers: tuple[PeerConfig, ...]) -> dict[str, tuple[str, ...]]:
+    """Peer names by their configured address (several entries may name one host)."""
+    out: dict[str, list[str]] = {}
+    for p in peers:
+        out.setdefault(p.address, []).append(p.name)
+    return {a: tuple(n) for a, n in out.items()}
+
+
 def _nat_hash(params: Phase1Params, cky_i: bytes, cky_r: bytes, addr: tuple[str, int]) -> bytes:
     ip = ipaddress.ip_address(addr[0]).packed
     return params.hash_function(cky_i + cky_r + ip + addr[1].to_bytes(2, "big")).digest()
@@ -444,7 +452,10 @@ class IkeV1Engine:
         self.timers = TimerHeap()
         self._peers = {p.name: p for p in config.peers}
         self._by_addr = {ipaddress.ip_address(p.address).compressed: p for p in config.peers}
+        self._by_host = _names_by_address(config.peers)
         self._sas: dict[bytes, IsakmpSA] = {}  # our cookie -> SA
+        #: peer name -> our cookie -> SA (the same SAs: lookups by peer without a scan)
+        self._peer_sas: dict[str, dict[bytes, IsakmpSA]] = {}
         self._mm1: dict[tuple[bytes, str], bytes] = {}  # (CKY-I, peer ip) -> our CKY-R
         #: responder SAs before message 5, oldest first
         self._half_open: OrderedDict[bytes, None] = OrderedDict()
@@ -508,8 +519,8 @@ class IkeV1Engine:
     def isakmp_sa(self, peer: str) -> IsakmpSA | None:
         """The newest established ISAKMP SA with ``peer``."""
         best = None
-        for sa in self._sas.values():
-            if sa.peer.name == peer and sa.established:
+        for sa in self._peer_sas.get(peer, {}).values():
+            if sa.established:
                 if best is None or sa.created >= best.created:
                     best = sa
         return best
@@ -529,8 +540,8 @@ class IkeV1Engine:
             if c is not None:
                 self._start_quick(sa, c, now, out)
             return out
-        for s in self._sas.values():  # a Main Mode already under way
-            if s.peer.name == peer and s.role is Role.INITIATOR:
+        for s in self._peer_sas.get(peer, {}).values():  # a Main Mode already under way
+            if s.role is Role.INITIATOR:
                 if c is not None:
                     s.pending.append(c)
                 return out
@@ -647,6 +658,7 @@ class IkeV1Engine:
         self.config = config
         self._peers = {p.name: p for p in config.peers}
         self._by_addr = {ipaddress.ip_address(p.address).compressed: p for p in config.peers}
+        self._by_host = _names_by_address(config.peers)
         for sa in self._sas.values():
             if sa.peer.name in self._peers:
                 sa.peer = self._peers[sa.peer.name]
@@ -677,7 +689,7 @@ class IkeV1Engine:
                 "isakmp_sa": sa.cookies if sa is not None else None,
                 "nat": bool(sa and sa.nat),
                 "negotiating": sum(len(s.quick) + (not s.established)
-                                   for s in self._sas.values() if s.peer.name == p.name),
+                                   for s in self._peer_sas.get(p.name, {}).values()),
                 "sas": len(self.sadb.by_peer(p.name)),
             })
         return out
@@ -868,7 +880,7 @@ class IkeV1Engine:
                       self._local_for(remote, False), "mm1", now, suites=p.suites())
         if child is not None:
             sa.pending.append(child)
-        self._sas[sa.cky_i] = sa
+        self._add_sa(sa)
         offer = build_phase1_offer(sa.suites)
         sa.sai_b = offer.encode()[4:]
         pl: list[Payload] = [offer, VendorId(VID_DPD)]
@@ -925,7 +937,7 @@ class IkeV1Engine:
         sa.sai_b = sa_p.encode()[4:]
         sa.natt = self.config.nat_traversal and any(
             type(x) is VendorId and x.data == VID_RFC3947 for x in msg.payloads)
-        self._sas[sa.cky_r] = sa
+        self._add_sa(sa)
         self._mm1[key] = sa.cky_r
         self._half_open[sa.cky_r] = None
         self.timers.set(("half", sa.cky_r), now + self.config.half_open_timeout)
@@ -1130,10 +1142,15 @@ class IkeV1Engine:
 
     def _initial_contact(self, sa: IsakmpSA) -> list[Payload]:
         """N(INITIAL-CONTACT) when we hold nothing with the peer (RFC 2407 §4.6.3.3): the
-        peer drops whatever it still has of an earlier life of ours."""
-        name = sa.peer.name
-        if self.sadb.by_peer(name) or any(
-                s.established for s in self._sas.values() if s.peer.name == name):
+        peer drops whatever it still has of an earlier life of ours. The peer is the remote
+        host: SAs held under another peer entry with the same address count too (the peer
+        finds its peer by our address and would drop those as well)."""
+        address = sa.peer.address
+        for s in self._sas.values():
+            if s.established and s.peer.address == address:
+                return []
+        by_peer = self.sadb.by_peer
+        if any(by_peer(name) for name in self._by_host.get(address, ())):
             return []
         return [Notification(NotifyType.INITIAL_CONTACT, ProtocolId.ISAKMP,
                              sa.cky_i + sa.cky_r)]
@@ -1145,7 +1162,7 @@ class IkeV1Engine:
             return
         name = sa.peer.name
         self.stats["ikev1.initial_contact"] += 1
-        for other in [s for s in self._sas.values() if s.peer.name == name and s is not sa
+        for other in [s for s in self._peer_sas.get(name, {}).values() if s is not sa
                       and s.established]:
             self._drop_sa(other, out, "peer rebooted")
         for rec in self.sadb.by_peer(name):
@@ -1177,11 +1194,20 @@ class IkeV1Engine:
                            [Notification(notify, ProtocolId.ISAKMP, sa.cky_i + sa.cky_r)])
         out.append(Send(self._wire(sa, data), sa.remote, sa.local))
 
+    def _add_sa(self, sa: IsakmpSA) -> None:
+        self._sas[sa.our_cookie] = sa
+        self._peer_sas.setdefault(sa.peer.name, {})[sa.our_cookie] = sa
+
     def _drop_sa(self, sa: IsakmpSA, out: list, reason: str, report: bool = True) -> None:
         cookie = sa.our_cookie
         if self._sas.get(cookie) is not sa:
             return
         del self._sas[cookie]
+        mine = self._peer_sas.get(sa.peer.name)
+        if mine is not None:
+            mine.pop(cookie, None)
+            if not mine:
+                del self._peer_sas[sa.peer.name]
         self._half_open.pop(cookie, None)
         self._mm1.pop((sa.cky_i, sa.remote[0]), None)
         for key in [k for k in self._rt if k[0] == cookie]:
@@ -1607,7 +1633,7 @@ class IkeV1Engine:
             self.stats["ikev1.dpd.dead"] += 1
             for rec in recs:
                 self.children.remove(rec.id, out, "peer dead")
-            for other in [s for s in self._sas.values() if s.peer.name == name]:
+            for other in list(self._peer_sas.get(name, {}).values()):
                 self._drop_sa(other, out, "peer dead")
             out.append(PeerDead(name, len(recs)))
             return

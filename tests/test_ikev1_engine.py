@@ -76,6 +76,13 @@ class Net:
         return [e for e in self.events[ip] if isinstance(e, cls)]
 
 
+def index_ok(e: IkeV1Engine) -> bool:
+    """The per-peer index of ISAKMP SAs holds exactly the engine's SAs (no empty entry)."""
+    indexed = {(name, c): sa for name, d in e._peer_sas.items() for c, sa in d.items()}
+    return all(e._peer_sas.values()) and indexed == {
+        (sa.peer.name, c): sa for c, sa in e._sas.items()}
+
+
 def established(ea, eb, **kw):
     net = Net(a=ea, b=eb)
     net.run(A, ea.initiate("b", "net", 0.0), **kw)
@@ -424,6 +431,33 @@ def test_initial_contact_clears_an_earlier_life():
     assert eb.stats["ikev1.initial_contact"] == 2 and len(eb.sas()) == 1
 
 
+def test_no_initial_contact_while_another_peer_entry_holds_sas_with_the_host():
+    """Two peer entries for one host (other children, proposals or identities): the second
+    one's Main Mode carries no INITIAL-CONTACT, which would make the host drop the SAs of
+    the first (it finds its peer by our address: one peer for both entries)."""
+    ea, eb = pair()
+    second = PeerConfig("b2", B, PSK, ("aes128-sha256-modp2048",), (
+        child(f"{A}/32[tcp/80]", f"{B}/32", esp_proposals=("aes128-sha256",)),))
+    ea = IkeV1Engine(EngineConfig(A, (*ea.config.peers, second), nat_traversal=False),
+                     rng=random.Random(1))
+    net = established(ea, eb)
+    assert eb.stats["ikev1.initial_contact"] == 1
+    net.run(A, ea.initiate("b2", "net", 1.0), now=1.0)
+    assert eb.stats["ikev1.initial_contact"] == 1
+    assert not net.of(B, IsakmpSADeleted) and not net.of(B, SADeleted)
+    assert len(eb.sas()) == 2 and sum(s.established for s in eb._sas.values()) == 2
+    assert {r.peer for r in ea.sas()} == {"b", "b2"}
+    # each peer entry finds its own ISAKMP SA (the per-peer index)
+    first, second_sa = ea.isakmp_sa("b"), ea.isakmp_sa("b2")
+    assert first is not second_sa and {first.peer.name, second_sa.peer.name} == {"b", "b2"}
+    assert index_ok(ea) and index_ok(eb) and len(eb._peer_sas["a"]) == 2
+    assert [st["isakmp_sa"] for st in ea.peer_states()] == [first.cookies, second_sa.cookies]
+    net.run(A, ea.delete("b", None, 2.0), now=2.0)
+    assert ea.isakmp_sa("b") is None and ea.isakmp_sa("b2") is second_sa
+    assert "b" not in ea._peer_sas and index_ok(ea) and index_ok(eb)
+    assert eb.isakmp_sa("a").cky_i == second_sa.cky_i and len(eb._peer_sas["a"]) == 1
+
+
 def test_phase1_rekey_before_expiry_and_delete_at_expiry():
     ea, eb = pair(ike_a=("aes128-sha256-ecp256",))
     net = established(ea, eb)
@@ -435,6 +469,7 @@ def test_phase1_rekey_before_expiry_and_delete_at_expiry():
     net.run(A, ea.handle_timers(life + 1), now=life + 1)
     assert old.our_cookie not in ea._sas
     assert eb.isakmp_sa("a").cky_i == new.cky_i and len(eb._sas) == 1
+    assert index_ok(ea) and index_ok(eb)
     # child SAs survive phase 1 and new Quick Modes use the new ISAKMP SA
     net.sent.clear()
     net.run(A, ea.rekey("b", "net", life + 2), now=life + 2)
@@ -457,6 +492,7 @@ def test_flood_of_first_messages_is_cheap_and_bounded():
         src = A if k == 1 else f"198.51.{(i >> 8) & 255}.{i & 255}"
         eb.receive(d, (src, 500), 1.0)
     assert eb.half_open() == 256 and len(eb._sas) == 256 and len(eb._mm1) == 256
+    assert index_ok(eb) and len(eb._peer_sas["a"]) == 256
     assert len(eb.timers) <= 256 + 1 and eb.sadb.max_sas - len(eb.sadb) > 0
     assert eb.stats["ikev1.unknown_peer"] == 33_333
     assert eb.stats["ikev1.half_open.evicted"] == 33_333 - 256
