@@ -186,7 +186,8 @@ def kink_scale(S: dict, F: Figures, settings: dict) -> None:
     levels = S["scale"]
     held = max(levels)
     batch = S["scale_batch"]
-    total = held + 2 * batch + 200
+    reps = S.get("scale_reps", 3)  # samples of each "rate with N held" figure (medians)
+    total = held + (reps + 1) * batch + 200
     peers = 1000
     s = PeerSet("s", peers, -(-total // peers))
     t0 = time.monotonic()
@@ -196,15 +197,16 @@ def kink_scale(S: dict, F: Figures, settings: dict) -> None:
         if w.failed:
             raise RuntimeError(f"warm-up failed: {w.failed}")
         pi, pr = kb.ini.proc.pid, kb.res.proc.pid
-        check(kb.create("s", 100, concurrency=8))
-        r = kb.create("s", batch, concurrency=8)
-        check(r)
-        F.add("kink.create.c8.at_100.per_s", r.per_s, "SAs/s")
-        F.add("kink.cpu_ms_per_sa.responder.held_100", r.cpu_res / r.ok * 1e3, "ms")
-        log(f"KINK CREATE c8 with ~100 SAs held: {r.per_s:.0f}/s, responder "
-            f"{r.cpu_res / r.ok * 1e3:.3f} ms CPU/SA")
-        kb.down_all("s")
-        time.sleep(0.5)
+        for _ in range(reps):  # each sample from ~100 held (the SAs are taken down after)
+            check(kb.create("s", 100, concurrency=8))
+            r = kb.create("s", batch, concurrency=8)
+            check(r)
+            F.add("kink.create.c8.at_100.per_s", r.per_s, "SAs/s")
+            F.add("kink.cpu_ms_per_sa.responder.held_100", r.cpu_res / r.ok * 1e3, "ms")
+            log(f"KINK CREATE c8 with ~100 SAs held: {r.per_s:.0f}/s, responder "
+                f"{r.cpu_res / r.ok * 1e3:.3f} ms CPU/SA")
+            kb.down_all("s")
+            time.sleep(0.5)
         base_i, base_r = rss_bytes(pi), rss_bytes(pr)
         have = 0
         for level in sorted(levels):
@@ -220,20 +222,22 @@ def kink_scale(S: dict, F: Figures, settings: dict) -> None:
         n_ini, n_res = kb.sas(kb.ini), kb.sas(kb.res)
         if min(n_ini, n_res) < held * 0.999:
             raise RuntimeError(f"expected {held} SAs held, have {n_ini}/{n_res}")
-        r = kb.create("s", batch, concurrency=8)
-        check(r)
-        F.add(f"kink.create.c8.at_{held}.per_s", r.per_s, "SAs/s")
-        # the responder holds every SA from one initiator principal (host1's)
-        F.add(f"kink.create.c8.responder_held_{held}.per_s", r.per_s, "SAs/s")
-        F.add(f"kink.cpu_ms_per_sa.responder.held_{held}", r.cpu_res / r.ok * 1e3, "ms")
-        log(f"KINK CREATE c8 with {held} SAs held: {r.per_s:.0f}/s, responder "
-            f"{r.cpu_res / r.ok * 1e3:.3f} ms CPU/SA")
-        if held < 100_000:  # QUICK: extrapolate (per-SA cost assumed constant)
+        for _ in range(reps):  # held, held + batch, ...: each sample within a few % of held
+            r = kb.create("s", batch, concurrency=8)
+            check(r)
+            F.add(f"kink.create.c8.at_{held}.per_s", r.per_s, "SAs/s")
+            # the responder holds every SA from one initiator principal (host1's)
+            F.add(f"kink.create.c8.responder_held_{held}.per_s", r.per_s, "SAs/s")
+            F.add(f"kink.cpu_ms_per_sa.responder.held_{held}", r.cpu_res / r.ok * 1e3, "ms")
+            log(f"KINK CREATE c8 with {held} SAs held: {r.per_s:.0f}/s, responder "
+                f"{r.cpu_res / r.ok * 1e3:.3f} ms CPU/SA")
+            if held < 100_000:  # QUICK: extrapolate (per-SA cost assumed constant)
+                F.add("kink.create.c8.at_100000.per_s", r.per_s, "SAs/s")
+                F.add("kink.create.c8.responder_held_100000.per_s", r.per_s, "SAs/s")
+                F.add("kink.cpu_ms_per_sa.responder.held_100000", r.cpu_res / r.ok * 1e3, "ms")
+        if held < 100_000:
             src = F.samples[f"kink.rss_bytes_per_sa.{held}"][0][-1]
             F.add("kink.rss_bytes_per_sa.100000", src, "bytes")
-            F.add("kink.create.c8.at_100000.per_s", r.per_s, "SAs/s")
-            F.add("kink.create.c8.responder_held_100000.per_s", r.per_s, "SAs/s")
-            F.add("kink.cpu_ms_per_sa.responder.held_100000", r.cpu_res / r.ok * 1e3, "ms")
             settings["extrapolated"] = [
                 f"{name} (from {held})" for name in (
                     "kink.rss_bytes_per_sa.100000", "kink.create.c8.at_100000.per_s",
