@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import sys
 import time
@@ -47,6 +48,24 @@ def _ok(ev) -> bool:
 class BenchDaemon(Daemon):
     def __init__(self, *args, **kw) -> None:
         super().__init__(*args, **kw)
+        # the collector's pauses, by generation (``gcstats`` returns and resets them)
+        # (aggregates only: a list of every pause would grow the RSS being measured)
+        self.gc_pauses = [[0, 0.0, 0.0, 0, 0] for _ in range(3)]  # n, total, max, > 1 ms, freed
+        began: list[float] = []
+
+        def on_gc(phase: str, info: dict) -> None:
+            if phase == "start":
+                began.append(time.perf_counter())
+            elif began:
+                ms = (time.perf_counter() - began.pop()) * 1e3
+                a = self.gc_pauses[info["generation"]]
+                a[0] += 1
+                a[1] += ms
+                a[2] = max(a[2], ms)
+                a[3] += ms > 1
+                a[4] += info["collected"]
+
+        gc.callbacks.append(on_gc)
         self.bench_waiters: dict[tuple[str, str | None], tuple[str, asyncio.Future]] = {}
 
     def _event(self, ev) -> None:
@@ -63,6 +82,17 @@ class BenchDaemon(Daemon):
                     fut.set_result(_ok(ev))
                 elif kind == _K.NEGOTIATION_FAILED:
                     fut.set_result(False)
+
+    async def _cmd_gcstats(self, args: dict, uid: int | None) -> dict:
+        """The collector's pauses since the last call, by generation: count, total and
+        largest (ms), and how many passed 1 ms."""
+        if uid != 0:
+            raise control.ControlError("gcstats: root only")
+        out = {str(g): {"n": n, "ms": round(t, 3), "max_ms": round(m, 3), "over_1ms": o,
+                        "collected": c}
+               for g, (n, t, m, o, c) in enumerate(self.gc_pauses)}
+        self.gc_pauses = [[0, 0.0, 0.0, 0, 0] for _ in range(3)]
+        return out
 
     async def _cmd_bench(self, args: dict, uid: int | None) -> dict:
         """``op``: create | rekey | delete | status; ``targets``: [[peer, child], ...]

@@ -21,7 +21,7 @@ import os
 import socket
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.nodes import Node, free_udp_port, realm_down, realm_up
@@ -154,6 +154,8 @@ class Result:
     cpu_ini: float
     cpu_res: float
     sas: int
+    gc_ini: dict = field(default_factory=dict)  # the collector's pauses (gcstats)
+    gc_res: dict = field(default_factory=dict)
 
     @property
     def per_s(self) -> float:
@@ -165,6 +167,8 @@ def drive(ini: Node, res: Node, op: str, targets: list[tuple[str, str | None]], 
     """Run one ``bench`` control command on the initiator ``ini`` (in chunks: the control
     line limit); CPU deltas of both daemons from /proc."""
     ini_pid, res_pid = ini.proc.pid, res.proc.pid
+    for n in (ini, res):  # reset: the collector's pauses of this run only
+        control.call(n.socket, "gcstats", timeout=30)
     c0i, c0r = cpu_seconds(ini_pid), cpu_seconds(res_pid)
     lat: list[float] = []
     ok = failed = 0
@@ -182,8 +186,11 @@ def drive(ini: Node, res: Node, op: str, targets: list[tuple[str, str | None]], 
         failed += r["failed"]
         seconds += r["seconds"]
         sas = r["sas"]
-    return Result(op, len(targets), ok, failed, seconds, lat,
-                  cpu_seconds(ini_pid) - c0i, cpu_seconds(res_pid) - c0r, sas)
+    cpu_i, cpu_r = cpu_seconds(ini_pid) - c0i, cpu_seconds(res_pid) - c0r
+    gc_i = control.call(ini.socket, "gcstats", timeout=30)
+    gc_r = control.call(res.socket, "gcstats", timeout=30)
+    return Result(op, len(targets), ok, failed, seconds, lat, cpu_i, cpu_r, sas,
+                  gc_ini=gc_i, gc_res=gc_r)
 
 
 def wait_ready(n: Node, timeout: float = 300) -> None:

@@ -177,9 +177,26 @@ def kink_rates(S: dict, F: Figures, plot: dict, between=None) -> None:
                     F.add("kink.latency_ms.p90", p90, "ms")
                     F.add("kink.latency_ms.p99", p99, "ms")
                 log(f"KINK open loop at {rate:.0f}/s offered ({f:.0%} of peak): achieved "
-                    f"{r.per_s:.0f}/s, p50 {p50:.2f} p90 {p90:.2f} p99 {p99:.2f} ms")
+                    f"{r.per_s:.0f}/s, p50 {p50:.2f} p90 {p90:.2f} p99 {p99:.2f} ms; "
+                    f"{gc_text(r)}")
                 kb.down_all("r")
                 kb.reset_children("r")
+
+
+def gc_text(r) -> str:
+    """The collectors' pauses of a run, per daemon: full collections (generation 2) and
+    how many pauses of any generation passed 1 ms."""
+    parts = []
+    for who, g in (("ini", r.gc_ini), ("res", r.gc_res)):
+        if g:
+            full = g["2"]
+            slow = sum(v["over_1ms"] for v in g.values())
+            freed = sum(v.get("collected", 0) for v in g.values())
+            parts.append(f"{who} gc2 {full['n']}x max {full['max_ms']:.1f} ms, {slow} > 1 ms, "
+                         f"{freed} cyclic objects freed")
+        else:
+            parts.append(f"{who} gc n/a")
+    return "; ".join(parts)
 
 
 def kink_scale(S: dict, F: Figures, settings: dict) -> None:
@@ -187,7 +204,9 @@ def kink_scale(S: dict, F: Figures, settings: dict) -> None:
     held = max(levels)
     batch = S["scale_batch"]
     reps = S.get("scale_reps", 3)  # samples of each "rate with N held" figure (medians)
-    total = held + (reps + 1) * batch + 200
+    # children are not reused after a DELETE: the samples at ~100 held (100 + batch each),
+    # the fill to `held`, the samples at `held`, and some slack
+    total = reps * (100 + batch) + held + reps * batch + 200
     peers = 1000
     s = PeerSet("s", peers, -(-total // peers))
     t0 = time.monotonic()
