@@ -31,7 +31,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.kink import Result, drive, wait_ready
+from bench.kink import Result, _daemon_section, drive, wait_ready
 from bench.nodes import Node
 from bench.strongswan import SwanBench
 
@@ -55,29 +55,9 @@ def write_keytab(path: Path, principal: str = PRINCIPAL) -> None:
 
 
 def _daemon(node: Node, keytab: Path) -> list[str]:
-    d = node.directory
-    return [
-        "[daemon]",
-        f'listen = ["{node.address}:910"]',
-        f'ike_listen = ["{node.address}:500"]',
-        f'principal = "{PRINCIPAL}"',
-        f'keytab = "{keytab}"',
-        'state_file = ""',
-        'backend = "memory"',
-        f'control_socket = "{d}/control.sock"',
-        'log_level = "warning"',
-        "",
-        "[daemon.timers]",
-        'retransmit = "500ms"',
-        "max_tries = 5",
-        'delete_grace = "0s"',
-        "",
-        "[daemon.limits]",
-        "max_sas = 1000000",
-        "max_transactions = 16384",
-        "max_peers = 100000",
-        "",
-    ]
+    return _daemon_section(node, port=910, principal=PRINCIPAL, keytab=str(keytab),
+                           extra=(f'ike_listen = ["{node.address}:500"]',),
+                           limits=("max_peers = 100000",))
 
 
 def _peer(name: str, address: str, psk: Path) -> list[str]:
@@ -231,18 +211,16 @@ class IkeBench:
 
     def swan_mmqm(self, n: int, concurrency: int) -> IkeResult:
         """n IKEv1 Main Mode + Quick Mode setups (fresh charons, reuse_ikesa = no)."""
-        self.kinkd_down()
-        r = self.swan.ike_child(n, concurrency)
-        if r.errors:
-            raise RuntimeError(f"strongSwan IKEv1 Main+Quick: {r.errors}")
-        return IkeResult(f"strongSwan IKEv1 Main+Quick c{concurrency}", r.n, r.ok, r.seconds,
-                         r.cpu_ini, r.cpu_res, r.latency_ms)
+        return self._swan(f"Main+Quick c{concurrency}", lambda: self.swan.ike_child(n, concurrency))
 
     def swan_qm(self, n: int, concurrency: int) -> IkeResult:
         """n IKEv1 Quick Modes on one ISAKMP SA (fresh charons, reuse_ikesa = yes)."""
+        return self._swan(f"Quick c{concurrency}", lambda: self.swan.child_only(n, concurrency))
+
+    def _swan(self, what: str, run) -> IkeResult:
         self.kinkd_down()
-        r = self.swan.child_only(n, concurrency)
+        r = run()
         if r.errors:
-            raise RuntimeError(f"strongSwan IKEv1 Quick Mode: {r.errors}")
-        return IkeResult(f"strongSwan IKEv1 Quick c{concurrency}", r.n, r.ok, r.seconds,
-                         r.cpu_ini, r.cpu_res, r.latency_ms)
+            raise RuntimeError(f"strongSwan IKEv1 {what.split(' c')[0]}: {r.errors}")
+        return IkeResult(f"strongSwan IKEv1 {what}", r.n, r.ok, r.seconds, r.cpu_ini, r.cpu_res,
+                         r.latency_ms)

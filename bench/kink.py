@@ -85,16 +85,22 @@ def _toml(v) -> str:
     return str(v)
 
 
-def _daemon_section(node: Node) -> list[str]:
+def _daemon_section(node: Node, *, port: int | None = None, principal: str | None = None,
+                    keytab: str | None = None, extra: tuple[str, ...] = (),
+                    limits: tuple[str, ...] = ()) -> list[str]:
+    """The bench daemons' [daemon] tables (KINK on ``port``, default the node's; the
+    identity: the node's in the realm unless given; ``extra``/``limits``: more lines of
+    [daemon] / [daemon.limits])."""
     d = node.directory
-    lines = [
+    return [
         "[daemon]",
-        f'listen = ["{node.address}:{node.port}"]',
-        f'principal = "{node.realm.service(node.name)}"',
-        f'keytab = "{node.realm.keytab(node.name)}"',
+        f'listen = ["{node.address}:{port or node.port}"]',
+        f'principal = "{principal or node.realm.service(node.name)}"',
+        f'keytab = "{keytab or node.realm.keytab(node.name)}"',
         'state_file = ""',
         f'control_socket = "{d}/control.sock"',
         'log_level = "warning"',
+        *extra,
         "",
         "[daemon.timers]",
         'retransmit = "500ms"',
@@ -104,9 +110,9 @@ def _daemon_section(node: Node) -> list[str]:
         "[daemon.limits]",
         "max_sas = 1000000",
         "max_transactions = 16384",
+        *limits,
         "",
     ]
-    return lines
 
 
 def initiator_config(node: Node, responder: Node, sets: list[PeerSet]) -> str:

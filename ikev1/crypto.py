@@ -31,11 +31,12 @@ Quick Mode (§5.5) and Informational (§5.7) hashes, ``|`` the payloads in wire 
 from __future__ import annotations
 
 import hmac
+import struct
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from isakmp.errors import PayloadMalformed
+from isakmp.errors import IsakmpError, PayloadMalformed
 from isakmp.secret import Secret
 
 from .phase1 import Phase1Params
@@ -45,6 +46,7 @@ __all__ = [
     "Phase1Keys",
     "cbc_decrypt",
     "cbc_encrypt",
+    "decrypt_chain",
     "derive_phase1",
     "expand_key",
     "hash_i",
@@ -60,6 +62,7 @@ __all__ = [
 ]
 
 BLOCK = 16  # AES block size
+MAX_PADDING = 255  # the most padding a sender may add after the payload chain
 
 
 def prf(params: Phase1Params, key: bytes, data: bytes) -> bytes:
@@ -158,3 +161,20 @@ def cbc_decrypt(key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
                                "multiple of the block size")
     dec = Cipher(algorithms.AES(bytes(key)), modes.CBC(iv)).decryptor()
     return dec.update(ciphertext) + dec.finalize()
+
+
+def decrypt_chain(key: bytes, iv: bytes, ciphertext: bytes, first: int) -> bytes:
+    """The payload chain of an encrypted message body (``first``: the header's next
+    payload), its CBC padding cut off; IsakmpError when the chain does not fit the body."""
+    data = cbc_decrypt(key, iv, ciphertext)
+    off, t, n = 0, first, len(data)
+    while t:
+        if n - off < 4:
+            raise IsakmpError("truncated payload header in the decrypted body")
+        t, _res, plen = struct.unpack_from(">BBH", data, off)
+        if plen < 4:
+            raise IsakmpError("payload length below 4 in the decrypted body")
+        off += plen
+    if off > n or n - off > MAX_PADDING + BLOCK:
+        raise IsakmpError("decrypted payload chain does not fit its message")
+    return data[:off]

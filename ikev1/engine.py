@@ -141,7 +141,6 @@ IKE_PORT, NATT_PORT = 500, 4500
 _UDP_TRANSPORT = frozenset({EncapsulationMode.UDP_ENCAPSULATED_TRANSPORT,
                             EncapsulationMode.UDP_ENCAPSULATED_TRANSPORT_DRAFT})
 IKEV1_CAPABILITIES = PluginCapabilities(responder_may_lower_lifetime=False)
-_MAX_PADDING = 255
 _IN, _OUT = Direction.IN, Direction.OUT
 
 
@@ -261,21 +260,6 @@ def identity_text(idp: Identification) -> str:
     if idp.id_type in (IdType.FQDN, IdType.USER_FQDN):
         return idp.data.decode("utf-8", "replace")
     return f"id-type-{int(idp.id_type)}:{idp.data.hex()}"
-
-
-def _chain_end(first: int, data: bytes) -> int:
-    """Where the payload chain starting at 0 ends (the rest is CBC padding)."""
-    off, t, n = 0, first, len(data)
-    while t:
-        if n - off < 4:
-            raise IsakmpError("truncated payload header in the decrypted body")
-        t, _res, plen = struct.unpack_from(">BBH", data, off)
-        if plen < 4:
-            raise IsakmpError("payload length below 4 in the decrypted body")
-        off += plen
-    if off > n or n - off > _MAX_PADDING + crypto.BLOCK:
-        raise IsakmpError("decrypted payload chain does not fit its message")
-    return off
 
 
 def _first(payloads: list, cls: type) -> Any:
@@ -563,12 +547,7 @@ class IkeV1Engine:
             out.append(IsakmpSAAlive(peer, sa.cookies, False, sa.nat))
             return out
         sa.probing = True
-        sa.dpd_seq = (sa.dpd_seq + 1) & 0xFFFFFFFF or 1
-        sa.dpd_unanswered += 1
-        self.stats["ikev1.dpd.sent"] += 1
-        self._send_info(sa, [Notification(NotifyType.R_U_THERE, ProtocolId.ISAKMP,
-                                          sa.cky_i + sa.cky_r, sa.dpd_seq.to_bytes(4, "big"))],
-                        now, out)
+        self._r_u_there(sa, now, out)
         return out
 
     @_counted
@@ -814,9 +793,7 @@ class IkeV1Engine:
         if sa.keys is None:
             raise _Failed("malformed", None, "encrypted message before the keys")
         ct = msg.encrypted_body
-        pt = crypto.cbc_decrypt(sa.keys.enc_key, iv, ct)
-        end = _chain_end(msg.next_payload, pt)
-        chain = pt[:end]
+        chain = crypto.decrypt_chain(sa.keys.enc_key, iv, ct, msg.next_payload)
         return decode_payloads(msg.next_payload, chain), chain, ct[-crypto.BLOCK:]
 
     def _send(self, sa: IsakmpSA, data: bytes, out: list, *, request_key: tuple | None = None,
@@ -1637,14 +1614,19 @@ class IkeV1Engine:
                 self._drop_sa(other, out, "peer dead")
             out.append(PeerDead(name, len(recs)))
             return
+        self._r_u_there(sa, now, out)
+        retry = min(p.dpd, self.config.backoff.delay(sa.dpd_unanswered))
+        self.timers.set(("dpd", sa.our_cookie), now + retry)
+
+    def _r_u_there(self, sa: IsakmpSA, now: float, out: list) -> None:
+        """One R-U-THERE with the next sequence number; it counts as unanswered until its
+        ACK comes back."""
         sa.dpd_seq = (sa.dpd_seq + 1) & 0xFFFFFFFF or 1
         sa.dpd_unanswered += 1
         self.stats["ikev1.dpd.sent"] += 1
         self._send_info(sa, [Notification(NotifyType.R_U_THERE, ProtocolId.ISAKMP,
                                           sa.cky_i + sa.cky_r, sa.dpd_seq.to_bytes(4, "big"))],
                         now, out)
-        retry = min(p.dpd, self.config.backoff.delay(sa.dpd_unanswered))
-        self.timers.set(("dpd", sa.our_cookie), now + retry)
 
     def _on_delete(self, sa: IsakmpSA, d: Delete, now: float, out: list) -> None:
         if d.protocol_id == ProtocolId.ISAKMP:

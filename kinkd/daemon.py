@@ -1015,11 +1015,10 @@ class Daemon:
             await self.loop.run_in_executor(self.executor, read_psk, p.psk_file)
         except (OSError, ValueError) as e:
             psk = {"ok": False, "file": p.psk_file, "error": str(e)}
-        ike = getattr(self.engine, "ike", None)
         fut = self.loop.create_future()
         self.ike_check_waiters[p.name].append(fut)
         started = time.monotonic()
-        self._apply(ike.probe(p.name, self.now()))
+        self._apply(self.engine.ike.probe(p.name, self.now()))
         try:
             phase1 = await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
@@ -1037,13 +1036,15 @@ class Daemon:
 
     def _answer_ike_check(self, ev: Any) -> None:
         """An IKEv1 event that answers a waiting ``kinkctl check`` (see _check_ike)."""
-        t = type(ev).__name__
-        if t in ("IsakmpSAEstablished", "IsakmpSAAlive"):
+        from ikev1.engine import IsakmpSAAlive, IsakmpSAEstablished
+
+        t = type(ev)
+        if t is IsakmpSAEstablished or t is IsakmpSAAlive:
             res = {"ok": True, "cookies": ev.cookies, "nat": ev.nat,
-                   "how": ("negotiated (Main Mode)" if t == "IsakmpSAEstablished" else
+                   "how": ("negotiated (Main Mode)" if t is IsakmpSAEstablished else
                            "answered R-U-THERE" if ev.probed else
                            "up (the peer does not do DPD)")}
-        elif (t == "NegotiationFailed" and ev.child is None) or t == "PeerDead":
+        elif (t is api.NegotiationFailed and ev.child is None) or t is api.PeerDead:
             _, message, _ = present(ev)
             res = {"ok": False, "reason": getattr(ev, "reason", "peer-dead"), "error": message}
         else:

@@ -73,7 +73,6 @@ _OAKLEY_VALUES = {OakleyAttr.ENCRYPTION_ALGORITHM: {1: "DES-CBC", 5: "3DES-CBC",
                                               5: "SHA2-384", 6: "SHA2-512"},
                   OakleyAttr.AUTHENTICATION_METHOD: {1: "PSK", 3: "RSA-SIG", 65001: "XAUTH-PSK"},
                   OakleyAttr.LIFE_TYPE: {1: "seconds", 2: "kilobytes"}}
-_MAX_PADDING = 255
 
 
 # ---------------------------------------------------------------------------
@@ -241,20 +240,6 @@ class _Qm:
     frames: list = field(default_factory=list)
     messages: list = field(default_factory=list)  # decrypted payload lists, in order
     done: bool = False
-
-
-def _chain_end(first: int, data: bytes) -> int:
-    off, t, n = 0, first, len(data)
-    while t:
-        if n - off < 4:
-            raise IsakmpError("truncated payload header in the decrypted body")
-        t, _res, plen = struct.unpack_from(">BBH", data, off)
-        if plen < 4:
-            raise IsakmpError("payload length below 4 in the decrypted body")
-        off += plen
-    if off > n or n - off > _MAX_PADDING + crypto.BLOCK:
-        raise IsakmpError("decrypted payload chain does not fit its message")
-    return off
 
 
 def _first(payloads: list, cls: type) -> Any:
@@ -441,8 +426,8 @@ class IkeState:
     def _verify_phase1(self, sa: _Sa, keys: crypto.Phase1Keys, msg: Message,
                        from_i: bool) -> bool:
         try:
-            pt = crypto.cbc_decrypt(keys.enc_key, sa.iv, msg.encrypted_body)
-            chain = pt[:_chain_end(msg.next_payload, pt)]
+            chain = crypto.decrypt_chain(keys.enc_key, sa.iv, msg.encrypted_body,
+                                         msg.next_payload)
             pl = decode_payloads(msg.next_payload, chain)
         except IsakmpError:
             return False
@@ -486,8 +471,8 @@ class IkeState:
             return None, "encrypted: no IV (the end of phase 1 is not in the capture)", \
                 "unverified"
         try:
-            pt = crypto.cbc_decrypt(sa.enc_key, iv, bytes(msg.encrypted_body))
-            chain = pt[:_chain_end(msg.next_payload, pt)]
+            chain = crypto.decrypt_chain(sa.enc_key, iv, bytes(msg.encrypted_body),
+                                         msg.next_payload)
             pl = decode_payloads(msg.next_payload, chain)
         except IsakmpError as e:
             return None, f"decryption failed (wrong key?): {e}", "unverified"

@@ -294,19 +294,17 @@ class IkeWorld:
         """Protected chains (first payload type + octets after HASH): the rekey's Quick
         Mode message 1 (never delivered), a DELETE, R-U-THERE and INITIAL-CONTACT."""
         from ikev1 import crypto
-        from ikev1.engine import _chain_end
         from isakmp.doi import NotifyType, ProtocolId
         from isakmp.message import Message
         from isakmp.payloads import Delete, Notification, encode_payloads
 
         sa, out = self.sa, []
         m = Message.decode(self.seeds[-1])
-        pt = crypto.cbc_decrypt(sa.keys.enc_key, crypto.phase2_iv(sa.params, sa.last_p1,
-                                                                   m.message_id),
-                                m.encrypted_body)
-        hlen = int.from_bytes(pt[2:4], "big")
-        end = hlen + _chain_end(pt[0], pt[hlen:])
-        out.append(bytes([pt[0]]) + pt[hlen:end])
+        chain = crypto.decrypt_chain(sa.keys.enc_key, crypto.phase2_iv(sa.params, sa.last_p1,
+                                                                        m.message_id),
+                                     m.encrypted_body, m.next_payload)  # HASH, then the rest
+        hlen = int.from_bytes(chain[2:4], "big")
+        out.append(bytes([chain[0]]) + chain[hlen:])
         spi = self.er.sas()[0].spi_out.to_bytes(4, "big")
         for pls in ([Delete(ProtocolId.ESP, [spi])],
                     [Delete(ProtocolId.ISAKMP, [sa.cky_i + sa.cky_r], 16)],

@@ -37,8 +37,10 @@ def _by_spi(states: list[packets.KernelSA]) -> dict[int, packets.KernelSA]:
 
 
 def _check_flow(pair, s1: dict, name: str, *, to: str, src: str | None = None,
-                count: int = COUNT) -> dict:
-    """UDP and ICMP from host1 (or ``src`` behind it) to ``to``; returns the figures."""
+                count: int = COUNT, encap: bool | None = None) -> dict:
+    """UDP and ICMP from host1 (or ``src`` behind it) to ``to``; returns the figures.
+    ``encap`` (IKEv1 NAT-T): whether every ESP frame and kernel SA is UDP-encapsulated
+    (4500 -> 4500); None: not checked."""
     spi_out, spi_in = int(s1["spi_out"], 16), int(s1["spi_in"], 16)
     k1_before = _by_spi(packets.xfrm_states(pair.ns1))
     k2_before = _by_spi(packets.xfrm_states(pair.ns2))
@@ -52,6 +54,11 @@ def _check_flow(pair, s1: dict, name: str, *, to: str, src: str | None = None,
     # 2 * count requests out, 2 * count replies back, each in its own ESP frame
     assert seen[spi_out] == 2 * count and seen[spi_in] == 2 * count, c.summary()
     assert set(seen) == {spi_out, spi_in}, seen
+    if encap is not None:
+        esp = c.esp()
+        assert {p.encap for p in esp} == {encap}, c.summary()
+        if encap:
+            assert {(p.sport, p.dport) for p in esp} == {(4500, 4500)}, c.summary()
     assert c.cleartext() == [], c.cleartext()[:5]
     assert c.contains(MARKER) == 0
     inner = [p for p in c.packets if p.src.startswith("198.19.") or p.dst.startswith("198.19.")]
@@ -66,6 +73,8 @@ def _check_flow(pair, s1: dict, name: str, *, to: str, src: str | None = None,
     for k in (k1, k2):
         for sa in k.values():
             assert sa.integrity_failed == 0 and sa.replay == 0, sa.text
+            if encap is not None:
+                assert sa.encap == ((4500, 4500) if encap else None), sa.text
     for ns in (pair.ns1, pair.ns2):
         bad = pair.kernel_errors(ns)
         assert not bad, (ns, bad)

@@ -12,7 +12,6 @@ its kernel-netlink backend, both kernels carry the traffic.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -20,11 +19,11 @@ import pytest
 from tests.daemons import write_config
 from tests.kernel import packets
 from tests.kernel.conftest import A1, A2, S1, S2, ctl, record
-from tests.kernel.test_esp import _by_spi, _check_empty, _check_keys
+from tests.kernel.test_esp import _by_spi, _check_empty, _check_flow, _check_keys
+from tests.support.netns import wait_for
 
 PSK = "kinkd-kernel-bed-ikev1-psk"
 IKE = "aes128-sha256-ecp256"
-COUNT = 20
 
 
 def _psk(pair) -> str:
@@ -45,57 +44,6 @@ def _configure(pair, child1: dict, child2: dict | None, *, encap: bool) -> None:
         c2.pop("start", None)
         write_config(pair.n2, [{"name": "host1", "address": A1, **ike, "child": [c2]}],
                      daemon_extra=extra)
-
-
-def _wait(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out: {what}")
-        time.sleep(0.2)
-
-
-def _flow(pair, spi_out: int, spi_in: int, name: str, *, to: str, src: str | None,
-          encap: bool) -> dict:
-    """UDP and ICMP from host1 (or ``src`` behind it) to ``to``, as ESP (in UDP when
-    ``encap``) with the two SPIs, counted by both kernels; the figures."""
-    k1_before = _by_spi(packets.xfrm_states(pair.ns1))
-    k2_before = _by_spi(packets.xfrm_states(pair.ns2))
-    with pair.capture(name) as cap:
-        udp = pair.traffic("udp", to=to, src=src, count=COUNT)
-        icmp = pair.traffic("ping", to=to, src=src, count=COUNT)
-    c = cap.capture
-    assert udp["received"] == udp["sent"] == COUNT, udp
-    assert icmp["received"] == icmp["sent"] == COUNT, icmp
-    esp = c.esp()
-    seen = c.esp_by_spi()
-    assert seen[spi_out] == 2 * COUNT and seen[spi_in] == 2 * COUNT, c.summary()
-    assert set(seen) == {spi_out, spi_in}, seen
-    assert {p.encap for p in esp} == {encap}, c.summary()
-    if encap:
-        assert {(p.sport, p.dport) for p in esp} == {(4500, 4500)}, c.summary()
-    assert c.cleartext() == [], c.cleartext()[:5]
-    inner = [p for p in c.packets if p.src.startswith("198.19.") or p.dst.startswith("198.19.")]
-    assert inner == [], inner[:5]
-    k1 = _by_spi(packets.xfrm_states(pair.ns1))
-    k2 = _by_spi(packets.xfrm_states(pair.ns2))
-    sent = k1[spi_out].packets - k1_before[spi_out].packets
-    got = k2[spi_out].packets - k2_before[spi_out].packets
-    back = k2[spi_in].packets - k2_before[spi_in].packets
-    back_got = k1[spi_in].packets - k1_before[spi_in].packets
-    assert sent == got == back == back_got == 2 * COUNT, (sent, got, back, back_got)
-    for k in (k1, k2):
-        for sa in k.values():
-            assert sa.integrity_failed == 0 and sa.replay == 0, sa.text
-            assert sa.encap == ((4500, 4500) if encap else None), sa.text
-    for ns in (pair.ns1, pair.ns2):
-        bad = pair.kernel_errors(ns)
-        assert not bad, (ns, bad)
-    return {"udp": udp, "icmp": icmp, "esp_frames": dict(seen), "encap": encap,
-            "kernel_packets_out": sent}
 
 
 CASES = [
@@ -134,17 +82,16 @@ def test_ikev1_kinkd_pair(pair, mode, encap, transform):
     k1 = packets.xfrm_states(pair.ns1)
     assert {(s.src, s.dst, s.mode) for s in k1} == {(A1, A2, mode), (A2, A1, mode)}, (
         packets.ip_netns(pair.ns1, "-s", "xfrm", "state"), pair.n1.log()[-3000:])
-    figures = _flow(pair, int(s1["spi_out"], 16), int(s1["spi_in"], 16),
-                    f"ikev1-{mode}-{'encap' if encap else 'esp'}-{transform}", to=to, src=src,
-                    encap=encap)
+    figures = _check_flow(pair, s1, f"ikev1-{mode}-{'encap' if encap else 'esp'}-{transform}",
+                          to=to, src=src, encap=encap)
     _check_keys(pair)
     record(f"ikev1-{mode}-{'encap' if encap else 'esp'}-{transform}", spi_out=s1["spi_out"],
-           spi_in=s1["spi_in"], **figures)
+           spi_in=s1["spi_in"], encap=encap, **figures)
     # kinkctl down: the IPsec SAs are deleted with the peer (Informational DELETE) in both
     # kernels, the policies go with them
     assert pair.n1.ctl("down", "host2", timeout=60, check=False).returncode == 0
-    _wait(lambda: not packets.xfrm_states(pair.ns1) and not packets.xfrm_states(pair.ns2),
-          30, "SAs gone from both kernels after kinkctl down")
+    wait_for(lambda: not packets.xfrm_states(pair.ns1) and not packets.xfrm_states(pair.ns2),
+             30, 0.2, what="SAs gone from both kernels after kinkctl down")
     _check_empty(pair)
     assert pair.stop() == [0, 0]
     _check_empty(pair, stopped=True)
@@ -224,13 +171,14 @@ def test_ikev1_kinkd_and_charon_kernels(pair, encap, tmp_path):
         keys = ctl(pair.n1, "sas", show_keys=True)["sas"][0]["keys"]
         assert k2[spi_out].algorithms["aead"][1] == keys["out"]["encryption"]
         assert k2[spi_in].algorithms["aead"][1] == keys["in"]["encryption"]
-        figures = _flow(pair, spi_out, spi_in, f"ikev1-charon-{'encap' if encap else 'esp'}",
-                        to=A2, src=None, encap=encap)
+        figures = _check_flow(pair, s1, f"ikev1-charon-{'encap' if encap else 'esp'}", to=A2,
+                              encap=encap)
         record(f"ikev1-charon-{'encap' if encap else 'esp'}", spi_out=s1["spi_out"],
-               spi_in=s1["spi_in"], **figures)
+               spi_in=s1["spi_in"], encap=encap, **figures)
         # our DELETE reaches charon: its kernel forgets the SAs
         assert pair.n1.ctl("down", "host2", timeout=60, check=False).returncode == 0
-        _wait(lambda: not packets.xfrm_states(pair.ns2), 30, "charon's kernel SAs deleted")
+        wait_for(lambda: not packets.xfrm_states(pair.ns2), 30, 0.2,
+                 what="charon's kernel SAs deleted")
         assert packets.xfrm_states(pair.ns1) == []
     finally:
         if os.environ.get("KINKD_VM_XFER"):
